@@ -18,4 +18,5 @@ pytest_plugins = [
     "harness.plugin.junit",
     "harness.plugin.distributed",
     "harness.plugin.node",
+    "harness.plugin.node_report",
 ]

@@ -5,6 +5,10 @@ A test implementing a check is marked ``@pytest.mark.required_check("health.ecc"
 ``--acceptance``, when such a test is skipped (in setup or in its body) and the profile
 requires that check (``harness.profiles.Profile.requires``), its report becomes a failure
 carrying the skip reason. Without ``--acceptance`` a skip stays a skip.
+
+A required check that no selected test implements (a suite left out, ``-k``, a typo in the
+profile) cannot pass silently either: the run warns, and under ``--acceptance`` one extra test,
+``acceptance::required_checks``, fails naming the missing checks.
 """
 
 import warnings
@@ -149,6 +153,78 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         f"(profile {profile.name}): {reason}"
     )
     return report
+
+
+class MissingChecks(pytest.Item):
+    """Fails naming the required checks no selected test implements."""
+
+    def __init__(self, *, missing: list[str], profile_name: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.missing = missing
+        self.profile_name = profile_name
+
+    def runtest(self) -> None:
+        raise MissingChecksError(missing_text(self.missing, self.profile_name))
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style=None) -> str:
+        if isinstance(excinfo.value, MissingChecksError):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo, style)
+
+    def reportinfo(self) -> tuple[str, None, str]:
+        return "acceptance", None, "required checks"
+
+
+class MissingChecksError(Exception):
+    pass
+
+
+class MissingChecksWarning(UserWarning):
+    """The profile requires checks that no selected test implements."""
+
+
+def missing_text(missing: list[str], profile_name: str) -> str:
+    return (
+        f"profile {profile_name} requires {len(missing)} check(s) no selected test implements: "
+        f"{', '.join(missing)}"
+    )
+
+
+def missing_checks(items: list[pytest.Item], profile: Profile) -> list[str]:
+    """The profile's required checks that none of ``items`` is marked as implementing."""
+    implemented = {
+        marker.args[0]
+        for item in items
+        for marker in item.iter_markers("required_check")
+        if marker.args
+    }
+    return sorted(profile.required_checks - implemented)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    # trylast: after -k/-m deselection, so the check sees what will actually run.
+    profile = chosen_profile(config)
+    if profile is None:
+        return
+    missing = missing_checks(items, profile)
+    if not missing:
+        return
+    if not acceptance_mode(config):
+        # Each xdist worker collects and warns; the summary shows the one message once.
+        warnings.warn(MissingChecksWarning(missing_text(missing, profile.name)), stacklevel=1)
+        return
+    items.append(
+        MissingChecks.from_parent(
+            session,
+            name="required_checks",
+            nodeid="acceptance::required_checks",
+            missing=missing,
+            profile_name=profile.name,
+        )
+    )
 
 
 def _skip_reason(report: pytest.TestReport) -> str:

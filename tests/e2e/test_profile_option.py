@@ -58,6 +58,7 @@ def test_xfails():
     assert False
 
 
+@pytest.mark.required_check("performance.d2d_copy_bandwidth")
 @pytest.mark.parametrize("measured", [100.0, 92.0, 80.0], ids=["pass", "warn", "fail"])
 def test_metric(check_metric, measured):
     check_metric("d2d_copy_bandwidth", measured)
@@ -97,7 +98,16 @@ RUNS = {
     "acceptance": ["--profile", "PROFILE", "--acceptance"],
     "acceptance xdist": ["--profile", "PROFILE", "--acceptance", "-n", "2"],
     "shipped": ["--profile", "cpu-virtual", "--acceptance", "-k", "runs"],
+    "profile, checks left out": ["--profile", "PROFILE", "-k", "runs"],
+    "acceptance, checks left out": ["--profile", "PROFILE", "--acceptance", "-k", "runs"],
+    "acceptance xdist, checks left out": [
+        *("--profile", "PROFILE", "--acceptance", "-k", "runs", "-n", "2"),
+    ],
 }
+LEFT_OUT = (
+    "profile accept requires 2 check(s) no selected test implements: "
+    "health.row_remap, performance.d2d_copy_bandwidth"
+)
 
 BAD_RUNS = {
     "acceptance alone": (["--acceptance"], "--acceptance needs --profile NAME|PATH"),
@@ -238,3 +248,24 @@ def test_shipped_profile_by_name(runs, suite):
     done = runs["shipped"].result()
     assert done.returncode == 0, done.stdout + done.stderr
     assert suite_properties(suite, "shipped")["profile"] == "cpu-virtual"
+
+
+def test_required_checks_left_out_warn(runs, suite):
+    done = runs["profile, checks left out"].result()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"MissingChecksWarning: {LEFT_OUT}" in done.stdout
+    assert "required_checks" not in outcomes(suite, "profile, checks left out")
+
+
+@pytest.mark.parametrize(
+    "name", ["acceptance, checks left out", "acceptance xdist, checks left out"]
+)
+def test_required_checks_left_out_fail_acceptance(runs, suite, name):
+    done = runs[name].result()
+    assert done.returncode == 1, done.stdout + done.stderr
+    result = outcomes(suite, name)
+    assert result == {"test_runs": ("passed", ""), "required_checks": ("failure", LEFT_OUT)}
+    failed = [line for line in done.stdout.splitlines() if line.startswith("FAILED ")]
+    assert len(failed) == 1, failed
+    assert "acceptance::required_checks" in failed[0]
+    assert LEFT_OUT in done.stdout
