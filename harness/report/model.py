@@ -1,0 +1,252 @@
+"""JUnit files read into one model: runs (a node, or a rank of a node), their test cases, and the
+figures the harness recorded as ``metric.*`` properties.
+
+This is the one place that parses the harness's JUnit conventions (README, "JUnit"); merge,
+summary and diff all read through it.
+
+- A *run* is one ``<testsuite>``: its ``node`` is ``node.host`` (a ``--fake-node`` snapshot's
+  host) or else ``host`` or else the suite's ``hostname``; its ``rank`` comes from the ``rank``
+  property that torchrun runs carry.
+- A *case* is identified across runs by its ``check`` (``classname::name``); its outcome is
+  ``passed``, ``failed``, ``error`` or ``skipped``.
+- A *figure* is ``metric.<name>`` = ``"<number> <unit>"``, with optional ``.reference``
+  (``"<number> <unit>"``), ``.tolerance`` (text, ``"-15%/+10%"`` or ``"10%"``) and ``.verdict``
+  (``pass``, ``warn``, ``fail``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+Outcome = str  # "passed" | "failed" | "error" | "skipped"
+OUTCOMES = ("passed", "failed", "error", "skipped")
+
+
+class ReportError(ValueError):
+    """A JUnit file that cannot be read; the message is one line naming the file."""
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One measured number of one case."""
+
+    name: str
+    value: float
+    unit: str
+    reference: float | None = None
+    tolerance: str | None = None
+    verdict: str | None = None
+
+    @property
+    def text(self) -> str:
+        return _quantity(self.value, self.unit)
+
+    def tolerance_pct(self) -> tuple[float, float] | None:
+        """(below, above) in percent, from ``"-15%/+10% (warn beyond 5%)"`` or ``"10%"``."""
+        return None if self.tolerance is None else parse_tolerance(self.tolerance)
+
+
+@dataclass(frozen=True)
+class Case:
+    check: str  # "classname::name", the same check across nodes and nights
+    classname: str
+    name: str
+    outcome: Outcome
+    message: str = ""  # the failure/error/skip message
+    details: str = ""  # the element's text: traceback or longer reason
+    time: float = 0.0
+    properties: tuple[tuple[str, str], ...] = ()
+    figures: tuple[Figure, ...] = ()
+
+
+@dataclass(frozen=True)
+class Run:
+    """One ``<testsuite>`` of one file: a node, or one rank of a node."""
+
+    source: str  # the file it came from
+    suite_name: str
+    node: str
+    rank: str | None
+    timestamp: str
+    hostname: str
+    time: float
+    properties: tuple[tuple[str, str], ...]
+    cases: tuple[Case, ...]
+
+    @property
+    def label(self) -> str:
+        """``node`` or ``node/rank<R>``: unique per run in a merged report."""
+        return self.node if self.rank is None else f"{self.node}/rank{self.rank}"
+
+    def prop(self, name: str, default: str | None = None) -> str | None:
+        for key, value in self.properties:
+            if key == name:
+                return value
+        return default
+
+    @property
+    def gpu_model(self) -> str | None:
+        """The node's first GPU model as NVML or torch named it, or None on a CPU run."""
+        return self.prop("node.gpu.0.name") or self.prop("gpu.0.name")
+
+
+@dataclass
+class Report:
+    runs: list[Run] = field(default_factory=list)
+
+    def cases(self) -> Iterator[tuple[Run, Case]]:
+        for run in self.runs:
+            for case in run.cases:
+                yield run, case
+
+    def checks(self) -> list[str]:
+        """Every check, in first-seen order."""
+        return list(dict.fromkeys(case.check for _, case in self.cases()))
+
+    def nodes(self) -> list[str]:
+        return list(dict.fromkeys(run.label for run in self.runs))
+
+
+def load_report(paths: Iterable[str | Path]) -> Report:
+    """Every ``<testsuite>`` of every file, in order. Raises ``ReportError`` naming the first
+    file that is missing, unreadable, not XML or not JUnit."""
+    report = Report()
+    for path in paths:
+        report.runs += load_runs(path)
+    return report
+
+
+def load_runs(path: str | Path) -> list[Run]:
+    path = Path(path)
+    try:
+        root = ET.parse(path).getroot()
+    except FileNotFoundError:
+        raise ReportError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ReportError(f"{path}: cannot read: {getattr(err, 'strerror', None) or err}") from None
+    except ET.ParseError as err:
+        raise ReportError(f"{path}: not valid XML: {err}") from None
+    if root.tag == "testsuite":
+        suites = [root]
+    elif root.tag == "testsuites":
+        suites = root.findall("testsuite")
+    else:
+        raise ReportError(f"{path}: not a JUnit file: root element is <{root.tag}>")
+    return [_run(path, suite, i) for i, suite in enumerate(suites)]
+
+
+def _run(path: Path, suite: ET.Element, index: int) -> Run:
+    properties = _properties(suite)
+    props = dict(properties)
+    where = f"{path}: testsuite[{index}]"
+    node = props.get("node.host") or props.get("host") or suite.get("hostname") or path.stem
+    cases = tuple(_case(f"{where}.testcase[{i}]", c) for i, c in enumerate(suite.iter("testcase")))
+    return Run(
+        source=str(path),
+        suite_name=suite.get("name", ""),
+        node=node,
+        rank=props.get("rank"),
+        timestamp=suite.get("timestamp", ""),
+        hostname=suite.get("hostname", ""),
+        time=_float(where, "time", suite.get("time", "0")),
+        properties=properties,
+        cases=cases,
+    )
+
+
+def _properties(element: ET.Element) -> tuple[tuple[str, str], ...]:
+    container = element.find("properties")
+    if container is None:
+        return ()
+    return tuple((p.get("name", ""), p.get("value", "")) for p in container.findall("property"))
+
+
+def _case(where: str, element: ET.Element) -> Case:
+    classname = element.get("classname", "")
+    name = element.get("name")
+    if name is None:
+        raise ReportError(f"{where}: testcase without a name")
+    outcome, message, details = "passed", "", ""
+    for tag, result in (("failure", "failed"), ("error", "error"), ("skipped", "skipped")):
+        child = element.find(tag)
+        if child is not None:
+            outcome = result
+            message = child.get("message", "")
+            details = (child.text or "").strip()
+            break
+    properties = _properties(element)
+    return Case(
+        check=f"{classname}::{name}" if classname else name,
+        classname=classname,
+        name=name,
+        outcome=outcome,
+        message=message,
+        details=details,
+        time=_float(where, "time", element.get("time", "0")),
+        properties=properties,
+        figures=tuple(figures(where, properties)),
+    )
+
+
+_QUANTITY = re.compile(r"\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|nan|inf|-inf)\s*(.*)")
+
+
+def parse_quantity(text: str) -> tuple[float, str]:
+    """``"92 GB/s"`` -> ``(92.0, "GB/s")``; ``"3"`` -> ``(3.0, "")``. ValueError otherwise."""
+    match = _QUANTITY.fullmatch(text)
+    if match is None:
+        raise ValueError(f"not a number with a unit: {text!r}")
+    return float(match.group(1)), match.group(2).strip()
+
+
+_TOLERANCE = re.compile(r"\s*-?(\d+\.?\d*)%(?:\s*/\s*\+?(\d+\.?\d*)%)?(?:\s*\(.*\))?\s*")
+
+
+def parse_tolerance(text: str) -> tuple[float, float] | None:
+    """``"-15%/+10%"`` -> ``(15.0, 10.0)``; ``"10%"`` -> ``(10.0, 10.0)``; None if neither."""
+    match = _TOLERANCE.fullmatch(text)
+    if match is None:
+        return None
+    below = float(match.group(1))
+    return below, below if match.group(2) is None else float(match.group(2))
+
+
+def figures(where: str, properties: Iterable[tuple[str, str]]) -> Iterator[Figure]:
+    """The ``metric.*`` figures among a case's properties, in recorded order."""
+    props = dict(properties)
+    for key, text in props.items():
+        if not key.startswith("metric.") or key.endswith((".reference", ".tolerance", ".verdict")):
+            continue
+        name = key.removeprefix("metric.")
+        try:
+            value, unit = parse_quantity(text)
+            reference = props.get(f"{key}.reference")
+            reference_value = None if reference is None else parse_quantity(reference)[0]
+        except ValueError as err:
+            raise ReportError(f"{where}: property {key}: {err}") from None
+        yield Figure(
+            name,
+            value,
+            unit,
+            reference_value,
+            props.get(f"{key}.tolerance"),
+            props.get(f"{key}.verdict"),
+        )
+
+
+def _float(where: str, attribute: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ReportError(f"{where}: {attribute}={text!r} is not a number") from None
+    return value if math.isfinite(value) else 0.0
+
+
+def _quantity(value: float, unit: str) -> str:
+    number = f"{value:.6g}"
+    return f"{number} {unit}" if unit else number
