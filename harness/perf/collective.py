@@ -1,0 +1,79 @@
+"""All-reduce bus bandwidth, nccl-tests' way, measured on every rank of a process group.
+
+``allreduce_on_rank`` runs on each rank (the rank pool calls it with ``dist_env``): an
+in-place sum all-reduce of S = ``nbytes`` per rank, refilled from a source buffer before each
+run (untimed), ``WARMUP`` untimed runs and ``REPEATS`` timed ones with device events. As
+nccl-tests does by default, each repeat's time is averaged over the ranks; the figure comes
+from the median of those: algbw = S/t, busbw = algbw * 2(n-1)/n. Every rank then checks the
+sum it received, element by element.
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+from harness.perf.formulas import allreduce_bandwidths
+from harness.perf.gpus import gpu_label
+from harness.perf.measurement import Measurement
+from harness.perf.sizes import ALLREDUCE_BYTES, REPEATS, WARMUP, describe_bytes
+from harness.perf.timing import Timing, measure, timer_for
+
+DTYPE = torch.float32
+
+
+@dataclass(frozen=True)
+class AllReduceResult:
+    """One rank's view: the world's figure (the same on every rank) and this rank's check."""
+
+    rank: int
+    device: str  # the rank's GPU, as ``gpu_label`` names it
+    busbw: Measurement  # GB/s
+    wrong_elements: int  # elements of the received sum that differ from the true sum
+    elements: int
+
+    @property
+    def problem(self) -> str | None:
+        if not self.wrong_elements:
+            return None
+        return (
+            f"rank {self.rank} on {self.device}: {self.wrong_elements} of {self.elements} "
+            f"elements of the all-reduced sum are wrong"
+        )
+
+
+def allreduce_on_rank(
+    dist_env, nbytes: int = ALLREDUCE_BYTES, warmup: int = WARMUP, repeats: int = REPEATS
+) -> AllReduceResult:
+    """Measure on this rank; every rank of the default process group must call it."""
+    import torch.distributed as dist
+
+    device, rank, world = dist_env.device, dist_env.rank, dist_env.world_size
+    elements = nbytes // DTYPE.itemsize
+    # Small integers (1..7, times rank + 1): non-zero, and their sum over ranks is exact.
+    base = torch.arange(elements, dtype=torch.int32, device=device).remainder_(7).add_(1).to(DTYPE)
+    source = base * (rank + 1)
+    buffer = torch.empty_like(source)
+    timing = measure(
+        lambda: dist.all_reduce(buffer),
+        timer_for(device),
+        warmup=warmup,
+        repeats=repeats,
+        setup=lambda: buffer.copy_(source),
+    )
+    samples = torch.tensor(timing.samples, dtype=torch.float64, device=device)
+    dist.all_reduce(samples)
+    averaged = Timing(tuple((samples / world).tolist()), warmup)
+    algbw, busbw = allreduce_bandwidths(elements * DTYPE.itemsize, averaged.median, world)
+    expected = base * (world * (world + 1) // 2)
+    wrong = int((buffer != expected).sum())
+    details = (
+        ("size", f"{describe_bytes(elements * DTYPE.itemsize)} per rank"),
+        ("dtype", str(DTYPE).removeprefix("torch.")),
+        ("world_size", str(world)),
+        ("backend", dist_env.backend),
+        ("algbw", f"{algbw:.6g} GB/s"),
+        ("time", "per repeat averaged over ranks, median of repeats"),
+    )
+    return AllReduceResult(
+        rank, gpu_label(device), Measurement(busbw, "GB/s", averaged, details), wrong, elements
+    )

@@ -1,0 +1,49 @@
+"""Running a measurement on the rank pool from a controller-side test, and getting its
+figures back: the pool returns each rank's value, which ``@pytest.mark.distributed`` tests
+discard. The test stays in the controller, where ``check_metric`` and ``record_metric`` can
+turn the figures into JUnit properties.
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from harness.dist.protocol import PASSED, SKIPPED
+from harness.dist.verdict import judge
+from harness.plugin.distributed import pools_key
+
+
+def run_on_ranks(
+    config: pytest.Config,
+    function: Callable[..., Any],
+    world_size: int,
+    *,
+    backend: str,
+    **kwargs: Any,
+) -> list[Any]:
+    """``function(dist_env=..., **kwargs)`` on every rank of this process's rank pool of
+    ``world_size`` ranks over ``--devices``; the ranks' return values, in rank order.
+
+    Skips when the pool's layout would not use ``backend`` (ranks sharing a GPU use gloo,
+    for one); fails with the pool's message naming the ranks when any rank fails.
+    """
+    pool = config.stash[pools_key].get(world_size)
+    if pool.backend != backend:
+        where = ", ".join(pool.layout.devices)
+        pytest.skip(
+            f"needs {backend} with one rank per GPU; {world_size} ranks on {where} use "
+            f"{pool.backend}"
+        )
+    results = pool.run(
+        function.__module__,
+        function.__qualname__,
+        kwargs,
+        timeout=config.getoption("dist_timeout"),
+    )
+    verdict = judge(results)
+    if verdict.outcome == SKIPPED:
+        pytest.skip(verdict.message)
+    if verdict.outcome != PASSED:
+        pytest.fail(verdict.message, pytrace=False)
+    return [result.value for result in results]
