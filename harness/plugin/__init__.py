@@ -18,5 +18,6 @@ pytest_plugins = [
     "harness.plugin.junit",
     "harness.plugin.distributed",
     "harness.plugin.node",
+    "harness.plugin.memory",
     "harness.plugin.node_report",
 ]

@@ -1,0 +1,15 @@
+"""Memory tools for the memory suites (``suites/memory``).
+
+- ``device``: the ``DeviceMemory`` interface, ``CudaMemory`` over torch's caching allocator,
+  ``memory_cap`` (``set_per_process_memory_fraction`` with restore), GPU labels;
+- ``usable``: how much one process can allocate, judged against a profile's minimum;
+- ``patterns``: the pattern memory test (write, read back, first bad offset);
+- ``search``: the largest batch that fits, out-of-memory as the signal;
+- ``growth``: memory growth across training iterations;
+- ``imbalance``: memory per device during a DataParallel step;
+- ``steps``: a zoo model's training step that records nothing;
+- ``sizes``: ``24GiB`` and friends.
+
+Everything that decides is written against ``DeviceMemory`` or plain callables, so it is
+tested on the CPU with fakes; only ``CudaMemory`` needs a GPU.
+"""

@@ -1,0 +1,106 @@
+"""``--memory-limit`` and ``--memory-test-share`` end to end, and the memory suites on CPU
+devices: bad values are one usage error, every CUDA-only claim skips naming why, and under
+``--acceptance`` a profile requiring the memory checks fails their skips.
+
+All runs start together once per module (each imports torch); the tests read their results.
+"""
+
+import subprocess
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_profile_option import outcomes, suite_properties
+from tests.pytest_run import REPO, run_pytest
+
+MEMORY_CHECKS = ["memory.usable", "memory.pattern", "memory.oom_boundary"]
+
+PROFILE = f"""
+name = "needs-memory"
+description = "a CPU profile that requires the memory checks"
+
+[inventory]
+gpu_count = 0
+
+[required]
+checks = {MEMORY_CHECKS!r}
+"""
+
+SUITE = str(REPO / "suites" / "memory")
+
+RUNS = {
+    "cpu": [SUITE, "--devices", "cpu:4", "--memory-limit", "24GiB", "--memory-test-share", "0.5"],
+    "acceptance": [SUITE, "--devices", "cpu:2", "--profile", "PROFILE", "--acceptance"],
+}
+
+# One run per option; every form of each is covered by tests/unit/test_memory_sizes.py.
+BAD_RUNS = {
+    "limit without unit": (["--memory-limit", "24"], "--memory-limit '24' is not a size"),
+    "share too large": (
+        ["--memory-test-share", "1.5"],
+        "--memory-test-share '1.5': must be a fraction above 0 and at most 0.95",
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    workdir = tmp_path_factory.mktemp("memory")
+    (workdir / "needs-memory.toml").write_text(PROFILE)
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def runs(workdir: Path) -> Iterator[dict[str, Future[subprocess.CompletedProcess[str]]]]:
+    commands = {}
+    for name, args in RUNS.items():
+        args = [str(workdir / "needs-memory.toml") if a == "PROFILE" else a for a in args]
+        commands[name] = [*args, "-rs", "--junitxml", str(workdir / f"{name}.xml")]
+    for name, (args, _) in BAD_RUNS.items():
+        commands[name] = [SUITE, "--devices", "cpu:2", *args]
+    with ThreadPoolExecutor(max_workers=len(commands)) as pool:
+        yield {name: pool.submit(run_pytest, args) for name, args in commands.items()}
+
+
+@pytest.mark.parametrize("name", BAD_RUNS)
+def test_bad_value_is_one_usage_error(runs, name):
+    done = runs[name].result()
+    _, message = BAD_RUNS[name]
+    assert done.returncode == 4, done.stdout + done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("ERROR:")]
+    assert len(errors) == 1, done.stderr
+    assert message in errors[0]
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_on_cpu_every_memory_claim_skips_naming_why(runs, workdir):
+    done = runs["cpu"].result()
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = outcomes(workdir, "cpu")
+    assert len(result) >= 6
+    for test, (outcome, message) in result.items():
+        assert outcome == "skipped", test
+        assert message.startswith("needs a CUDA GPU: torch.cuda's memory accounting"), test
+        assert message.endswith("--devices is cpu:4"), test
+    assert suite_properties(workdir, "cpu")["memory_limit"] == "24 GiB"
+
+
+def test_acceptance_fails_the_skips_of_required_memory_checks(runs, workdir):
+    done = runs["acceptance"].result()
+    assert done.returncode == 1, done.stdout + done.stderr
+    result = outcomes(workdir, "acceptance")
+    failed = {test: message for test, (outcome, message) in result.items() if outcome == "failure"}
+    assert sorted(failed) == [
+        "test_allocation_beyond_the_cap_is_a_clean_oom[no-gpu]",
+        "test_memory_holds_every_pattern[no-gpu]",
+        "test_usable_memory_meets_the_profile[no-gpu]",
+    ]
+    for check, test in zip(MEMORY_CHECKS, sorted(failed)[::-1]):
+        assert failed[test].startswith(
+            f"required check {check} did not run under --acceptance (profile needs-memory): "
+            "needs a CUDA GPU"
+        ), failed[test]
+    # The claims no profile requires stay skips.
+    assert all(outcome in ("failure", "skipped") for outcome, _ in result.values())

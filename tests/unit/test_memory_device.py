@@ -1,0 +1,163 @@
+"""Usable memory, the cap and the out-of-memory probe against fake devices, faults included."""
+
+import pytest
+import torch
+
+from harness.memory.device import memory_cap
+from harness.memory.fake import FakeMemory
+from harness.memory.oom import probe_oom_boundary
+from harness.memory.usable import CONTEXT_ALLOWANCE_MIB, UsableMemory, allocatable_bytes
+
+MIB = 2**20
+GIB = 2**30
+
+
+# ------------------------------------------------------------------ usable memory
+
+
+def test_allocatable_bytes_is_the_free_memory_to_two_mib():
+    memory = FakeMemory(total=80 * GIB + 123 * MIB + 4567, context=500 * MIB)
+    free, _ = memory.free_and_total()
+    usable = allocatable_bytes(memory)
+    assert free - 2 * MIB < usable <= free
+    assert memory.allocated() == 0  # everything given back
+    assert memory.reserved() == 0
+
+
+def test_memory_held_elsewhere_is_not_usable():
+    memory = FakeMemory(total=80 * GIB)
+    held = memory.allocate(30 * GIB)
+    assert allocatable_bytes(memory) == 50 * GIB
+    del held
+
+
+def test_usable_memory_against_the_profile():
+    ok = UsableMemory(usable_mib=80_900, min_memory_mib=80_000)
+    assert ok.ok
+    assert ok.floor_mib == 80_000 - CONTEXT_ALLOWANCE_MIB
+    short = UsableMemory(usable_mib=70_000.4, min_memory_mib=80_000)
+    assert not short.ok
+    assert short.describe() == (
+        "usable memory = 70000 MiB, limit >= 78464 MiB (profile minimum 80000 MiB less 1536 MiB "
+        "for the driver and CUDA context)"
+    )
+    assert short.tolerance == pytest.approx(1536 / 80_000)
+
+
+# ------------------------------------------------------------------ the cap
+
+
+def test_memory_cap_limits_reservations_and_is_lifted_afterwards():
+    memory = FakeMemory(total=10 * GIB)
+    memory.set_fraction(0.75)
+    with memory_cap(memory, 2 * GIB) as cap:
+        assert cap == 2 * GIB
+        assert memory.fraction() == pytest.approx(0.2)
+        with pytest.raises(torch.OutOfMemoryError):
+            memory.allocate(2 * GIB + 1)
+        block = memory.allocate(2 * GIB)
+        del block
+    assert memory.fraction() == 0.75
+
+
+def test_memory_cap_is_lifted_when_the_body_fails():
+    memory = FakeMemory(total=GIB)
+    with pytest.raises(RuntimeError), memory_cap(memory, MIB):
+        raise RuntimeError("boom")
+    assert memory.fraction() == 1.0
+
+
+def test_a_cap_above_the_card_is_refused():
+    with pytest.raises(ValueError, match="exceeds"), memory_cap(FakeMemory(total=GIB), 2 * GIB):
+        pass
+
+
+# ------------------------------------------------------------------ the OOM probe
+
+
+def test_a_healthy_device_passes_the_probe():
+    memory = FakeMemory(total=80 * GIB, context=GIB)
+    kept = memory.allocate(GIB)  # a model already on the device
+    probe = probe_oom_boundary(memory)
+    assert probe.problems == ()
+    assert probe.headroom == 4 * GIB
+    assert probe.cap == 5 * GIB
+    assert probe.beyond == 6 * GIB
+    assert memory.fraction() == 1.0
+    del kept
+
+
+def test_a_small_device_probes_a_quarter_of_its_free_memory():
+    probe = probe_oom_boundary(FakeMemory(total=64 * MIB))
+    assert probe.problems == ()
+    assert probe.headroom == 16 * MIB
+
+
+class IgnoresCap(FakeMemory):
+    def limit(self) -> int:
+        return self.total - self.context
+
+
+class WrongError(FakeMemory):
+    def allocate(self, nbytes: int) -> torch.Tensor:
+        try:
+            return super().allocate(nbytes)
+        except torch.OutOfMemoryError:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered") from None
+
+
+class Leaks(FakeMemory):
+    """Keeps a block alive for every out-of-memory error (an allocator bug)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.kept = []
+
+    def allocate(self, nbytes: int) -> torch.Tensor:
+        try:
+            return super().allocate(nbytes)
+        except torch.OutOfMemoryError:
+            self.kept.append(super().allocate(MIB))
+            raise
+
+
+class Wedged(FakeMemory):
+    """After its first out-of-memory error the device refuses everything."""
+
+    wedged = False
+
+    def allocate(self, nbytes: int) -> torch.Tensor:
+        if self.wedged:
+            raise torch.OutOfMemoryError("wedged")
+        try:
+            return super().allocate(nbytes)
+        except torch.OutOfMemoryError:
+            self.wedged = True
+            raise
+
+
+class KeepsCap(FakeMemory):
+    """Cannot lift a cap once set."""
+
+    def set_fraction(self, fraction: float) -> None:
+        if self.cap_fraction == 1.0:
+            super().set_fraction(fraction)
+
+
+@pytest.mark.parametrize(
+    ("fake", "problem"),
+    [
+        (IgnoresCap, "an allocation of 24 MiB beyond the cap of 16 MiB succeeded"),
+        (
+            WrongError,
+            "an allocation of 24 MiB beyond the cap of 16 MiB raised RuntimeError, not "
+            "torch.OutOfMemoryError: CUDA error: an illegal memory access was encountered",
+        ),
+        (Leaks, "memory_allocated is 1048576 bytes after the probe, 0 before"),
+        (Wedged, "after the out-of-memory error, 8 MiB under the cap could not be allocated"),
+        (KeepsCap, "memory fraction is 0.25 after the probe, 1.0 before"),
+    ],
+)
+def test_each_fault_is_named(fake, problem):
+    probe = probe_oom_boundary(fake(total=64 * MIB))
+    assert any(p.startswith(problem) for p in probe.problems), probe.problems
