@@ -8,7 +8,8 @@
 - ``growth``: memory growth across training iterations;
 - ``imbalance``: memory per device during a DataParallel step;
 - ``steps``: a zoo model's training step that records nothing;
-- ``sizes``: ``24GiB`` and friends.
+- ``sizes``: ``24GiB`` and friends;
+- ``fake``: a device with a memory budget and a model with a linear footprint, for tests.
 
 Everything that decides is written against ``DeviceMemory`` or plain callables, so it is
 tested on the CPU with fakes; only ``CudaMemory`` needs a GPU.

@@ -10,7 +10,7 @@ Real allocators are noisy, and the search allows for what is seen in practice:
   stream or process briefly holding memory) must not shrink the answer;
 - the answer is run again at the end, so a success that does not repeat (it fitted only
   because of what happened to be free) is not reported; the search then continues below it;
-- fragmentation left by one trial must not decide the next: ``trial`` releases the device's
+- fragmentation left by one trial must not decide the next: ``oom_trial`` releases the device's
   cached memory after every step (see ``oom_trial``).
 
 With a footprint that grows with the batch, the result is the largest batch that fits. With a
