@@ -27,6 +27,11 @@ path (contains a path separator or ends in ``.toml``) is read as that file. ::
                                           #   beyond it (inside the tolerance) is a warning
     required = true                       # optional, default true (see below)
 
+    [health]                              # optional
+    max_temperature_c = 80                # optional, int > 0: a GPU hotter than this is a fault
+    slowdown_margin_c = 5                 # optional, int >= 0, default 5: a GPU must also stay
+                                          #   this far below NVML's slowdown threshold
+
     [required]                            # optional
     checks = ["inventory.gpu_count", "health.ecc"]
 
@@ -191,6 +196,17 @@ class Inventory:
         return version_tuple(version) >= version_tuple(self.min_driver)
 
 
+DEFAULT_SLOWDOWN_MARGIN_C = 5
+
+
+@dataclass(frozen=True)
+class Health:
+    """Health limits beyond what NVML states about the GPU itself."""
+
+    max_temperature_c: int | None = None
+    slowdown_margin_c: int = DEFAULT_SLOWDOWN_MARGIN_C
+
+
 @dataclass(frozen=True)
 class Profile:
     name: str
@@ -199,6 +215,7 @@ class Profile:
     inventory: Inventory
     performance: Mapping[str, Reference]
     required_checks: frozenset[str]
+    health: Health = Health()
 
     def requires(self, check: str) -> bool:
         """Whether ``--acceptance`` turns a skip of ``check`` into a failure."""
@@ -287,7 +304,9 @@ class _Parser:
             raise self.error(key, f"must be >= {_num(minimum)}, got {_num(value)}")
 
     def profile(self, data: Mapping[str, Any]) -> Profile:
-        self.table(data, "", {"name", "description", "inventory", "performance", "required"})
+        self.table(
+            data, "", {"name", "description", "inventory", "performance", "health", "required"}
+        )
         name = self.get(data, "", "name", "str", required=True)
         if not name.strip():
             raise self.error("name", "must not be empty")
@@ -302,9 +321,21 @@ class _Parser:
             if not isinstance(table, dict):
                 raise self.error(key, f"must be a table, got {_toml_type(table)} {table!r}")
             performance[metric] = self.reference(key, metric, table)
+        health = self.health(self.get(data, "", "health", "table", required=False) or {})
         checks = self.required(data, performance)
         checks |= {f"performance.{m}" for m, ref in performance.items() if ref.required}
-        return Profile(name, description, self.path, inventory, performance, frozenset(checks))
+        return Profile(
+            name, description, self.path, inventory, performance, frozenset(checks), health
+        )
+
+    def health(self, data: Mapping[str, Any]) -> Health:
+        key = "health"
+        self.table(data, key, {"max_temperature_c", "slowdown_margin_c"})
+        limit = self.get(data, key, "max_temperature_c", "int", required=False)
+        self.at_least(f"{key}.max_temperature_c", limit, 1)
+        margin = self.get(data, key, "slowdown_margin_c", "int", required=False)
+        self.at_least(f"{key}.slowdown_margin_c", margin, 0)
+        return Health(limit, DEFAULT_SLOWDOWN_MARGIN_C if margin is None else margin)
 
     def inventory(self, data: Mapping[str, Any]) -> Inventory:
         key = "inventory"

@@ -9,6 +9,7 @@ has fallen off the bus raises ``GpuLostError``.
 from harness.nvml.fake import FakeNvml
 from harness.nvml.interface import (
     METRICS,
+    NOT_IN_SNAPSHOT,
     TOPOLOGY_LEVELS,
     UNAVAILABLE_REASONS,
     GpuLostError,
@@ -21,6 +22,7 @@ from harness.nvml.mapping import normalise_uuid, torch_to_nvml
 from harness.nvml.real import RealNvml
 from harness.nvml.snapshot import (
     FORMAT,
+    XID_EVENTS,
     Snapshot,
     SnapshotError,
     load_snapshot,
@@ -31,8 +33,10 @@ from harness.nvml.snapshot import (
 __all__ = [
     "FORMAT",
     "METRICS",
+    "NOT_IN_SNAPSHOT",
     "TOPOLOGY_LEVELS",
     "UNAVAILABLE_REASONS",
+    "XID_EVENTS",
     "FakeNvml",
     "GpuLostError",
     "Nvml",

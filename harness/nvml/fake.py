@@ -1,7 +1,7 @@
 """A fake NVML that replays a node snapshot: CPU CI, replays of real nodes, injected faults."""
 
 from harness.nvml.interface import GpuLostError, Nvml, Reading, Unavailable, check_metric
-from harness.nvml.snapshot import LOST, Snapshot
+from harness.nvml.snapshot import LOST, Snapshot, xid_events_of
 
 
 class FakeNvml(Nvml):
@@ -26,6 +26,13 @@ class FakeNvml(Nvml):
         if value is LOST:
             raise GpuLostError(uuid, metric)
         return value
+
+    def xid_events(self, uuid: str) -> tuple[int, ...] | Unavailable:
+        """The snapshot's ``xid_events`` of the GPU: a replayed run sees them as its own."""
+        events = xid_events_of(self.gpus[uuid])
+        if events is LOST:
+            raise GpuLostError(uuid, "xid_events")
+        return events
 
     def topology(self, uuid_a: str, uuid_b: str) -> str | Unavailable:
         for uuid in (uuid_a, uuid_b):

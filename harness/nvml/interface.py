@@ -6,6 +6,8 @@ from dataclasses import dataclass
 # Reasons a metric can be unavailable without anything being wrong with the GPU, named after
 # NVML's error codes.
 UNAVAILABLE_REASONS = ("NotSupported", "NoPermission", "FunctionNotFound")
+# A reading an older snapshot format did not record (see harness.nvml.snapshot).
+NOT_IN_SNAPSHOT = "NotInSnapshot"
 
 # Every per-GPU metric and the Python type of its reading. ``tuple`` readings are tuples of str.
 METRICS: dict[str, type] = {
@@ -25,6 +27,8 @@ METRICS: dict[str, type] = {
     "remapped_rows_failure": bool,
     "retired_pages_pending": bool,
     "temperature_c": int,
+    "temperature_slowdown_c": int,  # NVML's threshold where the GPU starts to slow down
+    "temperature_shutdown_c": int,  # and where it shuts down
     "power_usage_w": float,
     "power_limit_w": float,
     "sm_clock_mhz": int,
@@ -34,6 +38,7 @@ METRICS: dict[str, type] = {
     "pcie_gen_max": int,
     "pcie_width_current": int,
     "pcie_width_max": int,
+    "nvlink_links_total": int,  # links the GPU has, up or not
     "nvlink_links_up": int,
     "mig_enabled": bool,
 }
@@ -44,7 +49,8 @@ TOPOLOGY_LEVELS = ("internal", "single", "multiple", "hostbridge", "node", "syst
 
 @dataclass(frozen=True)
 class Unavailable:
-    """A metric NVML cannot give here: ``reason`` is one of ``UNAVAILABLE_REASONS``."""
+    """A metric NVML cannot give here: ``reason`` is one of ``UNAVAILABLE_REASONS``, or
+    ``NOT_IN_SNAPSHOT`` for a reading an older snapshot did not record."""
 
     metric: str
     reason: str
@@ -92,6 +98,15 @@ class Nvml(ABC):
     @abstractmethod
     def topology(self, uuid_a: str, uuid_b: str) -> str | Unavailable:
         """The nearest common ancestor of two GPUs, one of ``TOPOLOGY_LEVELS``."""
+
+    def watch_xid(self) -> None:  # noqa: B027 - optional hook
+        """Start collecting XID (critical error) events; ``xid_events`` returns those seen from
+        here on. Calling it again changes nothing."""
+
+    @abstractmethod
+    def xid_events(self, uuid: str) -> tuple[int, ...] | Unavailable:
+        """The XID numbers NVML reported for the GPU ``uuid`` since ``watch_xid`` (started by
+        this call if it was not), oldest first. Raises ``GpuLostError`` for a lost GPU."""
 
     def readings(self, uuid: str) -> dict[str, Reading]:
         """Every metric of one GPU."""

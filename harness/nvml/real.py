@@ -1,5 +1,6 @@
 """The real NVML, through nvidia-ml-py (``import pynvml``)."""
 
+import ctypes
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -15,7 +16,14 @@ from harness.nvml.interface import (
 )
 
 # NVML return codes (nvml.h); also pynvml.NVML_ERROR_*.
-NOT_SUPPORTED, NO_PERMISSION, LIBRARY_NOT_FOUND, FUNCTION_NOT_FOUND, GPU_IS_LOST = 3, 4, 12, 13, 15
+NOT_SUPPORTED, NO_PERMISSION, TIMEOUT, LIBRARY_NOT_FOUND, FUNCTION_NOT_FOUND, GPU_IS_LOST = (
+    3,
+    4,
+    10,
+    12,
+    13,
+    15,
+)
 UNAVAILABLE_CODES = {
     NOT_SUPPORTED: "NotSupported",
     NO_PERMISSION: "NoPermission",
@@ -37,10 +45,18 @@ CLOCK_EVENT_REASONS = {
 TOPOLOGY_CODES = dict(zip((0, 10, 20, 30, 40, 50), TOPOLOGY_LEVELS, strict=True))
 NVLINK_MAX_LINKS = 18
 MIB = 1 << 20
+TEMPERATURE_GPU = 0  # nvmlTemperatureSensors_t
+THRESHOLD_SHUTDOWN, THRESHOLD_SLOWDOWN = 0, 1  # nvmlTemperatureThresholds_t
+EVENT_XID_CRITICAL_ERROR = 0x8  # nvmlEventTypeXidCriticalError
 
 
 def text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def address(handle: Any) -> int | None:
+    """A device handle's address: event data carries a new handle object for the same device."""
+    return ctypes.cast(handle, ctypes.c_void_p).value
 
 
 def clock_event_names(mask: int) -> tuple[str, ...]:
@@ -74,8 +90,14 @@ class RealNvml(Nvml):
         for index in range(self.nv.nvmlDeviceGetCount()):
             handle = self.nv.nvmlDeviceGetHandleByIndex(index)
             self.handles[text(self.nv.nvmlDeviceGetUUID(handle))] = handle
+        self.event_set: Any = None
+        # Per GPU: the XIDs seen since watch_xid, or why they cannot be (empty: not watching).
+        self.xids: dict[str, list[int] | Unavailable | GpuLostError] = {}
 
     def close(self) -> None:
+        if self.event_set is not None:
+            self.nv.nvmlEventSetFree(self.event_set)
+            self.event_set = None
         self.nv.nvmlShutdown()
 
     def driver_version(self) -> str:
@@ -100,6 +122,60 @@ class RealNvml(Nvml):
             "topology",
             lambda: TOPOLOGY_CODES[self.nv.nvmlDeviceGetTopologyCommonAncestor(a, b)],
         )
+
+    def watch_xid(self) -> None:
+        if self.event_set is not None or self.xids:
+            return
+        created = self.call("", "xid_events", lambda: self.nv.nvmlEventSetCreate())
+        if isinstance(created, Unavailable):
+            self.xids = dict.fromkeys(self.handles, created)
+            return
+        self.event_set = created
+        for uuid, handle in self.handles.items():
+            try:
+                registered = self.call(
+                    uuid,
+                    "xid_events",
+                    lambda h=handle: self.nv.nvmlDeviceRegisterEvents(
+                        h, EVENT_XID_CRITICAL_ERROR, self.event_set
+                    ),
+                )
+            except GpuLostError as err:
+                registered = err
+            self.xids[uuid] = registered if isinstance(registered, Exception | Unavailable) else []
+
+    def xid_events(self, uuid: str) -> tuple[int, ...] | Unavailable:
+        self.watch_xid()
+        handle = self.handles[uuid]
+        if self.event_set is not None:
+            try:
+                self.drain_xids()
+            except self.nv.NVMLError as err:
+                if getattr(err, "value", None) != GPU_IS_LOST:
+                    raise
+                # Some GPU fell off the bus, and the wait does not say which: ask this one.
+                self.call(uuid, "xid_events", lambda: self.nv.nvmlDeviceGetUUID(handle))
+        seen = self.xids[uuid]
+        if isinstance(seen, GpuLostError):
+            raise GpuLostError(uuid, "xid_events")
+        return seen if isinstance(seen, Unavailable) else tuple(seen)
+
+    def drain_xids(self) -> None:
+        """Move every queued XID event into ``self.xids``, without waiting for new ones."""
+        wait = getattr(self.nv, "nvmlEventSetWait_v2", None) or self.nv.nvmlEventSetWait
+        by_address = {address(handle): uuid for uuid, handle in self.handles.items()}
+        while True:
+            try:
+                event = wait(self.event_set, 0)
+            except self.nv.NVMLError as err:
+                if getattr(err, "value", None) == TIMEOUT:  # the queue is empty
+                    return
+                raise
+            if not event.eventType & EVENT_XID_CRITICAL_ERROR:
+                continue
+            seen = self.xids.get(by_address.get(address(event.device), ""))
+            if isinstance(seen, list):
+                seen.append(int(event.eventData))
 
     def call(self, uuid: str, metric: str, read: Callable[[], Any]) -> Any:
         try:
@@ -165,7 +241,13 @@ class RealNvml(Nvml):
         return bool(self.nv.nvmlDeviceGetRetiredPagesPendingStatus(h))
 
     def _temperature_c(self, h: Any) -> int:
-        return int(self.nv.nvmlDeviceGetTemperature(h, 0))  # NVML_TEMPERATURE_GPU
+        return int(self.nv.nvmlDeviceGetTemperature(h, TEMPERATURE_GPU))
+
+    def _temperature_slowdown_c(self, h: Any) -> int:
+        return int(self.nv.nvmlDeviceGetTemperatureThreshold(h, THRESHOLD_SLOWDOWN))
+
+    def _temperature_shutdown_c(self, h: Any) -> int:
+        return int(self.nv.nvmlDeviceGetTemperatureThreshold(h, THRESHOLD_SHUTDOWN))
 
     def _power_usage_w(self, h: Any) -> float:
         return self.nv.nvmlDeviceGetPowerUsage(h) / 1000.0
@@ -197,18 +279,25 @@ class RealNvml(Nvml):
     def _pcie_width_max(self, h: Any) -> int:
         return int(self.nv.nvmlDeviceGetMaxPcieLinkWidth(h))
 
-    def _nvlink_links_up(self, h: Any) -> int:
-        # Link 0 failing means no NVLink here (the error propagates: NotSupported); a later link
-        # failing means the GPU has fewer links than the maximum.
-        up = int(bool(self.nv.nvmlDeviceGetNvLinkState(h, 0)))
+    def _nvlink_states(self, h: Any) -> list[bool]:
+        """Whether each of the GPU's NVLink links is up. Link 0 failing means no NVLink here
+        (the error propagates: NotSupported); a later link failing means the GPU has fewer
+        links than the maximum."""
+        states = [bool(self.nv.nvmlDeviceGetNvLinkState(h, 0))]
         for link in range(1, NVLINK_MAX_LINKS):
             try:
-                up += int(bool(self.nv.nvmlDeviceGetNvLinkState(h, link)))
+                states.append(bool(self.nv.nvmlDeviceGetNvLinkState(h, link)))
             except self.nv.NVMLError as err:
                 if getattr(err, "value", None) == GPU_IS_LOST:
                     raise
                 break
-        return up
+        return states
+
+    def _nvlink_links_total(self, h: Any) -> int:
+        return len(self._nvlink_states(h))
+
+    def _nvlink_links_up(self, h: Any) -> int:
+        return sum(self._nvlink_states(h))
 
     def _mig_enabled(self, h: Any) -> bool:
         current, _pending = self.nv.nvmlDeviceGetMigMode(h)

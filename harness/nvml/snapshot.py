@@ -1,5 +1,11 @@
 """Node snapshots: a node's NVML inventory and health as versioned JSON (see README, "Node
-snapshots"), taken from any ``Nvml`` and replayed by ``FakeNvml``."""
+snapshots"), taken from any ``Nvml`` and replayed by ``FakeNvml``.
+
+Format ``/2`` added the per-GPU fields in ``ADDED_IN_2``. A ``/1`` file still loads: the fields
+it lacks read as ``Unavailable(field, "NotInSnapshot")``, so checks needing them skip (and fail
+under ``--acceptance``) rather than pass on a reading nobody took. Snapshots are written as
+``/2``, where every field is required.
+"""
 
 import json
 import os
@@ -12,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness.nvml.interface import (
     METRICS,
+    NOT_IN_SNAPSHOT,
     TOPOLOGY_LEVELS,
     UNAVAILABLE_REASONS,
     GpuLostError,
@@ -22,7 +29,12 @@ from harness.nvml.interface import (
 if TYPE_CHECKING:
     from harness.nvml.interface import Nvml
 
-FORMAT = "gpu-harness-snapshot/1"
+FORMAT = "gpu-harness-snapshot/2"
+FORMAT_1 = "gpu-harness-snapshot/1"
+# Per-GPU events, next to the readings of METRICS: the XIDs seen while the snapshot was taken
+# (python -m harness inventory) or, edited in, during the run a fake node replays.
+XID_EVENTS = "xid_events"
+ADDED_IN_2 = ("temperature_slowdown_c", "temperature_shutdown_c", "nvlink_links_total", XID_EVENTS)
 
 
 class _Lost:
@@ -39,7 +51,9 @@ LOST = _Lost()
 class Snapshot:
     driver_version: str
     cuda_version: str
-    gpus: list[dict[str, Any]]  # metric -> Reading or LOST, every metric of METRICS
+    # metric -> Reading or LOST, every metric of METRICS; XID_EVENTS -> tuple of int, an
+    # Unavailable or LOST (absent: not recorded)
+    gpus: list[dict[str, Any]]
     topology: dict[tuple[str, str], str | Unavailable] = field(default_factory=dict)
     host: str = ""
     taken_at: str = ""
@@ -50,7 +64,8 @@ class SnapshotError(ValueError):
 
 
 def take_snapshot(nvml: "Nvml", host: str | None = None) -> Snapshot:
-    """Every reading of every GPU, and the topology of every pair."""
+    """Every reading of every GPU, the topology of every pair, and the XIDs seen meanwhile."""
+    nvml.watch_xid()
     gpus = []
     for uuid in nvml.gpu_uuids():
         gpu: dict[str, Any] = {}
@@ -69,6 +84,11 @@ def take_snapshot(nvml: "Nvml", host: str | None = None) -> Snapshot:
                 topology[(a, b)] = nvml.topology(a, b)
             except GpuLostError:
                 topology[(a, b)] = Unavailable("topology", "GpuIsLost")
+    for gpu in gpus:
+        try:
+            gpu[XID_EVENTS] = nvml.xid_events(gpu["uuid"])
+        except GpuLostError:
+            gpu[XID_EVENTS] = LOST
     return Snapshot(
         driver_version=nvml.driver_version(),
         cuda_version=nvml.cuda_version(),
@@ -79,8 +99,13 @@ def take_snapshot(nvml: "Nvml", host: str | None = None) -> Snapshot:
     )
 
 
+def xid_events_of(gpu: dict[str, Any]) -> Any:
+    """A GPU's XID events as recorded, or unavailable when the snapshot has none."""
+    return gpu.get(XID_EVENTS, Unavailable(XID_EVENTS, NOT_IN_SNAPSHOT))
+
+
 def encode(value: Any) -> Any:
-    if value is LOST:
+    if value is LOST or (isinstance(value, Unavailable) and value.reason == "GpuIsLost"):
         return {"error": "GpuIsLost"}
     if isinstance(value, Unavailable):
         return {"unavailable": value.reason}
@@ -96,7 +121,13 @@ def to_json(snapshot: Snapshot) -> dict[str, Any]:
         "taken_at": snapshot.taken_at,
         "driver_version": snapshot.driver_version,
         "cuda_version": snapshot.cuda_version,
-        "gpus": [{metric: encode(gpu[metric]) for metric in METRICS} for gpu in snapshot.gpus],
+        "gpus": [
+            {
+                **{metric: encode(gpu[metric]) for metric in METRICS},
+                XID_EVENTS: encode(xid_events_of(gpu)),
+            }
+            for gpu in snapshot.gpus
+        ],
         "topology": [
             {"gpus": [a, b], "level": encode(level)} for (a, b), level in snapshot.topology.items()
         ],
@@ -128,6 +159,7 @@ TYPE_NAMES = {
     float: "a number",
     bool: "true or false",
     tuple: "a list of strings",
+    XID_EVENTS: "a list of integers",
     list: "a list",
     dict: "an object",
 }
@@ -147,16 +179,20 @@ def expected(where: str, what: str, value: Any) -> _Invalid:
     return _Invalid(where, f"expected {what}, got {shown(value)}")
 
 
-def decode_reading(where: str, metric: str, kind: type, value: Any) -> Any:
+def is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def decode_reading(where: str, metric: str, kind: type | str, value: Any) -> Any:
     if isinstance(value, dict):
         if value == {"error": "GpuIsLost"}:
             return LOST
         if set(value) == {"unavailable"}:
-            if value["unavailable"] not in UNAVAILABLE_REASONS:
+            reasons = (*UNAVAILABLE_REASONS, NOT_IN_SNAPSHOT)
+            if value["unavailable"] not in reasons:
                 raise _Invalid(
                     f"{where}.unavailable",
-                    f"expected one of {', '.join(UNAVAILABLE_REASONS)}, "
-                    f"got {shown(value['unavailable'])}",
+                    f"expected one of {', '.join(reasons)}, got {shown(value['unavailable'])}",
                 )
             return Unavailable(metric, value["unavailable"])
         raise expected(
@@ -167,12 +203,15 @@ def decode_reading(where: str, metric: str, kind: type, value: Any) -> Any:
     if kind is bool:
         ok = isinstance(value, bool)
     elif kind is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
+        ok = is_int(value)
     elif kind is float:
         ok = isinstance(value, int | float) and not isinstance(value, bool)
         value = float(value) if ok else value
     elif kind is tuple:
         ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        value = tuple(value) if ok else value
+    elif kind == XID_EVENTS:
+        ok = isinstance(value, list) and all(is_int(v) for v in value)
         value = tuple(value) if ok else value
     else:
         ok = isinstance(value, kind)
@@ -194,22 +233,29 @@ def field_of(data: dict[str, Any], name: str, kind: type, where: str = "") -> An
 def from_json(data: Any) -> Snapshot:
     if not isinstance(data, dict):
         raise expected("", "a JSON object", data)
-    if data.get("format") != FORMAT:
-        raise _Invalid("format", f"expected {FORMAT!r}, got {shown(data.get('format'))}")
+    if data.get("format") not in (FORMAT, FORMAT_1):
+        raise _Invalid(
+            "format", f"expected {FORMAT!r} or {FORMAT_1!r}, got {shown(data.get('format'))}"
+        )
+    absent = ADDED_IN_2 if data["format"] == FORMAT_1 else ()
+    fields: dict[str, type | str] = {**METRICS, XID_EVENTS: XID_EVENTS}
     gpus_json = field_of(data, "gpus", list)
     gpus = []
     for i, gpu_json in enumerate(gpus_json):
         where = f"gpus[{i}]"
         if not isinstance(gpu_json, dict):
             raise expected(where, "an object", gpu_json)
-        unknown = sorted(set(gpu_json) - set(METRICS))
+        unknown = sorted(set(gpu_json) - set(fields).difference(absent))
         if unknown:
             raise _Invalid(f"{where}.{unknown[0]}", "unknown field")
         gpu = {}
-        for metric, kind in METRICS.items():
-            if metric not in gpu_json:
+        for metric, kind in fields.items():
+            if metric in absent:
+                gpu[metric] = Unavailable(metric, NOT_IN_SNAPSHOT)
+            elif metric not in gpu_json:
                 raise _Invalid(f"{where}.{metric}", "missing")
-            gpu[metric] = decode_reading(f"{where}.{metric}", metric, kind, gpu_json[metric])
+            else:
+                gpu[metric] = decode_reading(f"{where}.{metric}", metric, kind, gpu_json[metric])
         if not isinstance(gpu["uuid"], str):
             raise expected(f"{where}.uuid", "a string", gpu_json["uuid"])
         gpus.append(gpu)
@@ -264,4 +310,13 @@ def load_snapshot(path: str | os.PathLike[str]) -> Snapshot:
         raise SnapshotError(f"{path}: {err}") from None
 
 
-__all__ = ["FORMAT", "LOST", "Reading", "Snapshot", "SnapshotError", "load_snapshot"]
+__all__ = [
+    "FORMAT",
+    "FORMAT_1",
+    "LOST",
+    "XID_EVENTS",
+    "Reading",
+    "Snapshot",
+    "SnapshotError",
+    "load_snapshot",
+]

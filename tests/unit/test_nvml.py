@@ -19,7 +19,7 @@ from harness.nvml import (
     take_snapshot,
     torch_to_nvml,
 )
-from harness.nvml.real import clock_event_names
+from harness.nvml.real import address, clock_event_names
 
 SNAPSHOTS = Path(__file__).resolve().parents[2] / "profiles" / "snapshots"
 UUIDS = ["GPU-aaaaaaaa-0000-0000-0000-000000000000", "GPU-bbbbbbbb-0000-0000-0000-000000000001"]
@@ -31,13 +31,22 @@ class NVMLError(Exception):
         self.value = value
 
 
-def stub_pynvml(fail: dict[str, int] | None = None, init_error: int | None = None) -> Any:
-    """A stand-in for nvidia-ml-py with two H200-like GPUs; ``fail`` maps a function name to the
-    NVML error code it raises."""
+def stub_pynvml(
+    fail: dict[str, int] | None = None,
+    init_error: int | None = None,
+    events: list[tuple[int, int, int]] | None = None,
+) -> Any:
+    """A stand-in for nvidia-ml-py with two H200-like GPUs (handles 1 and 2); ``fail`` maps a
+    function name to the NVML error code it raises; ``events`` are (handle, event type, data)
+    queued for the event set, ``nv.events`` once made."""
     fail = fail or {}
     nv = types.ModuleType("pynvml")
     nv.NVMLError = NVMLError
     nv.calls = []
+    nv.events = [
+        types.SimpleNamespace(device=h, eventType=t, eventData=d) for h, t, d in events or []
+    ]
+    nv.registered = []
 
     def fn(name: str, result: Any) -> None:
         def call(*args: Any) -> Any:
@@ -57,16 +66,17 @@ def stub_pynvml(fail: dict[str, int] | None = None, init_error: int | None = Non
     fn("nvmlSystemGetDriverVersion", "580.95.05")
     fn("nvmlSystemGetCudaDriverVersion_v2", 13000)
     fn("nvmlDeviceGetCount", 2)
-    fn("nvmlDeviceGetHandleByIndex", lambda i: i)
-    fn("nvmlDeviceGetUUID", lambda h: UUIDS[h].encode())  # old bindings return bytes
+    fn("nvmlDeviceGetHandleByIndex", lambda i: i + 1)
+    fn("nvmlDeviceGetUUID", lambda h: UUIDS[h - 1].encode())  # old bindings return bytes
     fn("nvmlDeviceGetName", "NVIDIA H200")
-    fn("nvmlDeviceGetPciInfo", lambda h: types.SimpleNamespace(busId=f"00000000:{h + 1:02X}:00.0"))
+    fn("nvmlDeviceGetPciInfo", lambda h: types.SimpleNamespace(busId=f"00000000:{h:02X}:00.0"))
     fn("nvmlDeviceGetMemoryInfo", types.SimpleNamespace(total=143771 << 20, used=512 << 20))
     fn("nvmlDeviceGetEccMode", (1, 1))
     fn("nvmlDeviceGetTotalEccErrors", lambda h, kind, counter: 10 * kind + counter)
     fn("nvmlDeviceGetRemappedRows", (2, 1, 1, 0))
     fn("nvmlDeviceGetRetiredPagesPendingStatus", 0)
     fn("nvmlDeviceGetTemperature", 31)
+    fn("nvmlDeviceGetTemperatureThreshold", lambda h, kind: {0: 92, 1: 89}[kind])
     fn("nvmlDeviceGetPowerUsage", 76500)
     fn("nvmlDeviceGetEnforcedPowerLimit", 700000)
     fn("nvmlDeviceGetClockInfo", lambda h, clock: {1: 345, 2: 3201}[clock])
@@ -84,6 +94,17 @@ def stub_pynvml(fail: dict[str, int] | None = None, init_error: int | None = Non
     fn("nvmlDeviceGetNvLinkState", link_state)
     fn("nvmlDeviceGetMigMode", (0, 0))
     fn("nvmlDeviceGetTopologyCommonAncestor", 40)
+    fn("nvmlEventSetCreate", "event set")
+    fn("nvmlEventSetFree", None)
+    fn("nvmlDeviceRegisterEvents", lambda h, kinds, event_set: nv.registered.append((h, kinds)))
+
+    def wait(event_set: str, timeout_ms: int) -> Any:
+        assert (event_set, timeout_ms) == ("event set", 0)
+        if not nv.events:
+            raise NVMLError(10)  # Timeout: nothing queued
+        return nv.events.pop(0)
+
+    fn("nvmlEventSetWait_v2", wait)
     return nv
 
 
@@ -107,7 +128,8 @@ def test_real_reads_every_metric_with_its_type() -> None:
     assert readings["power_usage_w"] == 76.5
     assert readings["clock_event_reasons"] == ("GpuIdle", "HwThermalSlowdown")
     assert (readings["pcie_gen_current"], readings["pcie_width_max"]) == (4, 16)
-    assert readings["nvlink_links_up"] == 3
+    assert (readings["nvlink_links_total"], readings["nvlink_links_up"]) == (4, 3)
+    assert (readings["temperature_slowdown_c"], readings["temperature_shutdown_c"]) == (89, 92)
     assert nvml.topology(*UUIDS) == "node"
 
 
@@ -128,6 +150,71 @@ def test_nvlink_not_supported_and_missing_binding() -> None:
     nvml = RealNvml(nv)
     assert nvml.read(UUIDS[0], "nvlink_links_up") == Unavailable("nvlink_links_up", "NotSupported")
     assert nvml.read(UUIDS[0], "mig_enabled") == Unavailable("mig_enabled", "FunctionNotFound")
+
+
+XID = 0x8  # nvmlEventTypeXidCriticalError
+
+
+def test_xid_events_are_drained_per_gpu_without_waiting() -> None:
+    nv = stub_pynvml(events=[(2, XID, 79), (1, XID, 48), (2, 0x1, 5), (2, XID, 94)])
+    nvml = RealNvml(nv)
+    nvml.watch_xid()
+    nvml.watch_xid()  # a second call changes nothing
+    assert nv.registered == [(1, XID), (2, XID)]
+    assert nvml.xid_events(UUIDS[1]) == (79, 94)  # the single-bit ECC event (0x1) is not an XID
+    assert nvml.xid_events(UUIDS[0]) == (48,)
+    nv.events.append(types.SimpleNamespace(device=1, eventType=XID, eventData=13))
+    assert nvml.xid_events(UUIDS[0]) == (48, 13)
+    nvml.close()
+    assert nv.calls.count("nvmlEventSetFree") == 1
+
+
+def test_xid_events_start_watching_when_asked_first() -> None:
+    nv = stub_pynvml()
+    assert RealNvml(nv).xid_events(UUIDS[0]) == ()
+    assert nv.calls.count("nvmlEventSetCreate") == 1
+
+
+def test_xid_events_unsupported_or_lost_per_gpu() -> None:
+    nv = stub_pynvml()
+    answers = iter([NVMLError(3), NVMLError(15)])
+
+    def register(h: int, kinds: int, event_set: str) -> None:
+        raise next(answers)
+
+    nv.nvmlDeviceRegisterEvents = register
+    nvml = RealNvml(nv)
+    assert nvml.xid_events(UUIDS[0]) == Unavailable("xid_events", "NotSupported")
+    with pytest.raises(GpuLostError, match=f"GPU {UUIDS[1]} is lost .*xid_events"):
+        nvml.xid_events(UUIDS[1])
+
+
+def test_xid_events_without_event_bindings() -> None:
+    nv = stub_pynvml()
+    del nv.nvmlEventSetCreate
+    assert RealNvml(nv).xid_events(UUIDS[1]) == Unavailable("xid_events", "FunctionNotFound")
+
+
+def test_xid_wait_says_a_gpu_is_lost_and_each_gpu_is_asked() -> None:
+    nv = stub_pynvml(fail={"nvmlEventSetWait_v2": 15})
+    nvml = RealNvml(nv)
+    nvml.watch_xid()
+    assert nvml.xid_events(UUIDS[0]) == ()  # this GPU still answers
+    nv.nvmlDeviceGetUUID = lambda h: (_ for _ in ()).throw(NVMLError(15))
+    with pytest.raises(GpuLostError, match=UUIDS[1]):
+        nvml.xid_events(UUIDS[1])
+
+
+def test_event_handles_match_by_address() -> None:
+    import ctypes
+
+    import pynvml
+
+    device = pynvml.struct_c_nvmlDevice_t()
+    mine = ctypes.pointer(device)
+    from_event = ctypes.cast(ctypes.addressof(device), pynvml.c_nvmlDevice_t)
+    assert mine is not from_event
+    assert address(mine) == address(from_event) == ctypes.addressof(device)
 
 
 def test_gpu_lost_is_an_error_not_unavailable() -> None:
@@ -175,6 +262,13 @@ def test_fake_reads_like_the_real_one() -> None:
     assert fake.topology(*UUIDS) == fake.topology(*reversed(UUIDS)) == "node"
 
 
+def test_fake_replays_xid_events() -> None:
+    real = RealNvml(stub_pynvml(events=[(1, XID, 79)]))
+    fake = FakeNvml(take_snapshot(real))
+    assert fake.xid_events(UUIDS[0]) == (79,)
+    assert fake.xid_events(UUIDS[1]) == ()
+
+
 def test_fake_gpu_lost_from_snapshot() -> None:
     fake = FakeNvml(take_snapshot(RealNvml(stub_pynvml({"nvmlDeviceGetPowerUsage": 15}))))
     with pytest.raises(GpuLostError):
@@ -205,7 +299,9 @@ def test_shipped_h200_matches_design_facts() -> None:
 def test_shipped_h100_has_nvlink() -> None:
     fake = FakeNvml(load_snapshot(SNAPSHOTS / "h100-sxm-x8.json"))
     assert len(fake.gpu_uuids()) == 8
-    assert {fake.read(uuid, "nvlink_links_up") for uuid in fake.gpu_uuids()} == {18}
+    for metric in ("nvlink_links_total", "nvlink_links_up"):
+        assert {fake.read(uuid, metric) for uuid in fake.gpu_uuids()} == {18}
+    assert {fake.xid_events(uuid) for uuid in fake.gpu_uuids()} == {()}
 
 
 def props(uuids: dict[int, str]) -> Any:

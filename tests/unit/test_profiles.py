@@ -9,6 +9,7 @@ import pytest
 from harness.profiles import (
     METRICS,
     PROFILES_DIR,
+    Health,
     Inventory,
     ProfileError,
     Reference,
@@ -45,6 +46,9 @@ unit = "TFLOP/s"
 lower_pct = 15
 upper_pct = 10
 required = false
+
+[health]
+max_temperature_c = 80
 
 [required]
 checks = ["health.ecc", "performance.d2d_copy_bandwidth"]
@@ -93,7 +97,43 @@ def test_a_path_loads_and_required_checks_combine(tmp_path: Path) -> None:
         700.0, "TFLOP/s", 15, 10, None, False
     )
     assert profile.required_checks == {"health.ecc", "performance.d2d_copy_bandwidth"}
+    assert profile.health == Health(max_temperature_c=80, slowdown_margin_c=5)
     assert load_profile(str(write(tmp_path, GOOD))).name == "test"
+
+
+def test_health_table_is_optional(tmp_path: Path) -> None:
+    without = load_profile(write(tmp_path, GOOD.replace("[health]\nmax_temperature_c = 80\n", "")))
+    assert without.health == Health(max_temperature_c=None, slowdown_margin_c=5)
+    margin = GOOD.replace("max_temperature_c = 80", "slowdown_margin_c = 0")
+    assert load_profile(write(tmp_path, margin)).health == Health(None, 0)
+
+
+def implemented_checks(*modules: str) -> set[str]:
+    """The required_check names the tests of these suite modules carry."""
+    import importlib
+
+    names = set()
+    for module in modules:
+        for test in vars(importlib.import_module(module)).values():
+            for mark in getattr(test, "pytestmark", []):
+                if mark.name == "required_check":
+                    names.add(mark.args[0])
+    return names
+
+
+def test_gpu_profiles_require_the_hardware_checks_the_suites_implement() -> None:
+    hardware = implemented_checks("suites.hardware.test_inventory", "suites.hardware.test_health")
+    assert {"inventory.mig", "health.xid", "health.temperature"} <= hardware
+    memory = {"memory.usable", "memory.pattern", "memory.oom_boundary"}
+    nvlink = {"inventory.nvlink", "health.nvlink"}
+    for name in ["h100-1x", "h100-sxm-8x", "h200-1x", "h200-sxm-8x"]:
+        profile = load_profile(name)
+        multi = profile.inventory.gpu_count > 1
+        expected = (hardware if multi else hardware - nvlink) | memory
+        if multi:
+            expected |= {"compute.cross_gpu_agreement"}
+        checks = {c for c in profile.required_checks if not c.startswith("performance.")}
+        assert checks == expected, name
 
 
 def test_driver_versions_compare_numerically() -> None:
@@ -210,6 +250,26 @@ BAD = {
         "required.checks[0]: 'performance.bf16_matmul_tflops' is listed but",
     ),
     "not toml": ('name = "test"', "name = ", "not valid TOML"),
+    "unknown health key": (
+        "max_temperature_c = 80",
+        "max_temp_c = 80",
+        "health.max_temp_c: unknown key (allowed: max_temperature_c, slowdown_margin_c)",
+    ),
+    "zero temperature": (
+        "max_temperature_c = 80",
+        "max_temperature_c = 0",
+        "health.max_temperature_c: must be >= 1, got 0",
+    ),
+    "float temperature": (
+        "max_temperature_c = 80",
+        "max_temperature_c = 80.5",
+        "health.max_temperature_c: must be an integer, got float 80.5",
+    ),
+    "negative margin": (
+        "max_temperature_c = 80",
+        "slowdown_margin_c = -2",
+        "health.slowdown_margin_c: must be >= 0, got -2",
+    ),
 }
 
 

@@ -12,13 +12,17 @@ from harness.__main__ import main
 from harness.nvml import (
     FORMAT,
     METRICS,
+    NOT_IN_SNAPSHOT,
+    XID_EVENTS,
     FakeNvml,
+    GpuLostError,
     SnapshotError,
     Unavailable,
     load_snapshot,
     take_snapshot,
     write_snapshot,
 )
+from harness.nvml.snapshot import ADDED_IN_2, FORMAT_1
 from harness.plugin.node import NoNvml, fake_node_key, open_nvml
 from tests.pytest_run import REPO, clean_env, run_pytest
 
@@ -121,10 +125,24 @@ MALFORMED = [
     (setter("gpus", value={}), "gpus: expected a list, got {}"),
     (deleter("gpus"), "gpus: missing"),
     (
-        setter("format", value="gpu-harness-snapshot/2"),
-        "format: expected 'gpu-harness-snapshot/1', got \"gpu-harness-snapshot/2\"",
+        setter("format", value="gpu-harness-snapshot/3"),
+        "format: expected 'gpu-harness-snapshot/2' or 'gpu-harness-snapshot/1', "
+        'got "gpu-harness-snapshot/3"',
     ),
-    (deleter("format"), "format: expected 'gpu-harness-snapshot/1', got null"),
+    (
+        deleter("format"),
+        "format: expected 'gpu-harness-snapshot/2' or 'gpu-harness-snapshot/1', got null",
+    ),
+    (deleter("gpus", 2, "temperature_slowdown_c"), "gpus[2].temperature_slowdown_c: missing"),
+    (deleter("gpus", 0, "xid_events"), "gpus[0].xid_events: missing"),
+    (
+        setter("gpus", 0, "xid_events", value=["79"]),
+        'gpus[0].xid_events: expected a list of integers, got ["79"]',
+    ),
+    (
+        setter("gpus", 0, "xid_events", value=79),
+        "gpus[0].xid_events: expected a list of integers, got 79",
+    ),
     (deleter("driver_version"), "driver_version: missing"),
     (setter("cuda_version", value=13.0), "cuda_version: expected a string, got 13.0"),
     (setter("topology", 0, "level", value="nvlink"), "topology[0].level: expected one of internal"),
@@ -169,6 +187,56 @@ def test_missing_file(tmp_path: Path) -> None:
         load_snapshot(tmp_path / "nope.json")
 
 
+def format_1(data: Any) -> None:
+    """The same node as an older ``/1`` snapshot: without the fields ``/2`` added."""
+    data["format"] = FORMAT_1
+    for gpu in data["gpus"]:
+        for name in ADDED_IN_2:
+            del gpu[name]
+
+
+def test_format_1_still_loads_with_its_missing_readings_unavailable(tmp_path: Path) -> None:
+    fake = FakeNvml(load_snapshot(edited(tmp_path, format_1)))
+    uuid = fake.gpu_uuids()[0]
+    assert fake.read(uuid, "temperature_c") == 30
+    for metric in ("temperature_slowdown_c", "temperature_shutdown_c", "nvlink_links_total"):
+        assert fake.read(uuid, metric) == Unavailable(metric, NOT_IN_SNAPSHOT)
+    assert fake.xid_events(uuid) == Unavailable(XID_EVENTS, NOT_IN_SNAPSHOT)
+    # Written again it is a /2 snapshot saying what was not recorded.
+    write_snapshot(take_snapshot(fake), tmp_path / "again.json")
+    again = FakeNvml(load_snapshot(tmp_path / "again.json"))
+    assert json.loads((tmp_path / "again.json").read_text())["format"] == FORMAT
+    assert everything(again) == everything(fake)
+    assert again.xid_events(uuid) == Unavailable(XID_EVENTS, NOT_IN_SNAPSHOT)
+
+
+def test_format_1_refuses_the_fields_of_2(tmp_path: Path) -> None:
+    def edit(data: Any) -> None:
+        format_1(data)
+        data["gpus"][0]["xid_events"] = []
+
+    with pytest.raises(SnapshotError, match=r"gpus\[0\]\.xid_events: unknown field"):
+        load_snapshot(edited(tmp_path, edit))
+
+
+def test_xid_events_and_lost_topology_round_trip(tmp_path: Path) -> None:
+    def edit(data: Any) -> None:
+        data["gpus"][1]["xid_events"] = [79, 48]
+        data["gpus"][2]["xid_events"] = {"error": "GpuIsLost"}
+        data["gpus"][3]["xid_events"] = {"unavailable": "NotSupported"}
+        data["topology"][0]["level"] = {"error": "GpuIsLost"}
+
+    fake = FakeNvml(load_snapshot(edited(tmp_path, edit)))
+    write_snapshot(take_snapshot(fake), tmp_path / "again.json")
+    again = FakeNvml(load_snapshot(tmp_path / "again.json"))
+    uuids = again.gpu_uuids()
+    assert again.xid_events(uuids[1]) == (79, 48)
+    with pytest.raises(GpuLostError):
+        again.xid_events(uuids[2])
+    assert again.xid_events(uuids[3]) == Unavailable(XID_EVENTS, "NotSupported")
+    assert again.topology(uuids[0], uuids[1]) == Unavailable("topology", "GpuIsLost")
+
+
 def test_unavailable_and_lost_readings_load(tmp_path: Path) -> None:
     def edit(data: Any) -> None:
         data["gpus"][0]["temperature_c"] = {"unavailable": "NoPermission"}
@@ -183,7 +251,7 @@ def test_format_is_documented_in_readme() -> None:
     readme = (REPO / "README.md").read_text()
     assert "## Node snapshots" in readme
     assert FORMAT in readme
-    for metric in METRICS:
+    for metric in [*METRICS, XID_EVENTS]:
         assert metric in readme, metric
 
 
@@ -228,6 +296,24 @@ def test_nvml_fixture_reads_the_fake_node() -> None:
     nvml = open_nvml(Config(load_snapshot(H200X1)))  # type: ignore[arg-type]
     assert isinstance(nvml, FakeNvml)
     assert nvml.read(nvml.gpu_uuids()[0], "name") == "NVIDIA H200"
+
+
+def test_nvml_is_opened_once_per_process_and_watches_xids(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import harness.plugin.node as node
+
+    class Watched(FakeNvml):
+        watches = 0
+
+        def watch_xid(self) -> None:
+            self.watches += 1
+
+    fake = Watched(load_snapshot(H200X1))
+    monkeypatch.setattr(node, "open_nvml", lambda config: fake)
+    config = Config(None)
+    assert node.node_nvml(config) is node.node_nvml(config) is fake  # type: ignore[arg-type]
+    assert fake.watches == 1
 
 
 def test_no_nvml_skips_with_the_reason() -> None:

@@ -1,0 +1,98 @@
+"""What a hardware check found: problems (one line each, naming the GPU, the value and the
+limit), readings NVML could not give, and the figures it read, for JUnit.
+
+A check is a judge run over every GPU (``assess``) or built directly for node-wide facts. The
+suites turn findings into a test outcome with ``conclude``: any problem fails the test, else any
+unavailable reading skips it naming the metric and reason, else it passes. A lost GPU is a
+problem of that GPU, never a skip.
+"""
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from harness.hardware.gpus import Gpu
+from harness.nvml import GpuLostError, Nvml, Unavailable
+
+
+@dataclass
+class Findings:
+    problems: list[str] = field(default_factory=list)
+    unavailable: list[str] = field(default_factory=list)
+    metrics: list[tuple[str, float, str]] = field(default_factory=list)  # name, value, unit
+    properties: list[tuple[str, str]] = field(default_factory=list)  # facts that are not numbers
+
+
+class GpuCheck:
+    """One GPU's readings for a judge, and where its findings go."""
+
+    def __init__(self, nvml: Nvml, gpu: Gpu, findings: Findings) -> None:
+        self.nvml = nvml
+        self.gpu = gpu
+        self.findings = findings
+
+    def reading(self, metric: str) -> Any:
+        """The raw reading, ``Unavailable`` included. Raises ``GpuLostError`` for a lost GPU."""
+        return self.nvml.read(self.gpu.uuid, metric)
+
+    def value(self, metric: str) -> Any:
+        """The reading, or None when NVML cannot give it (recorded as unavailable)."""
+        return self.available(self.reading(metric))
+
+    def xid_events(self) -> tuple[int, ...] | None:
+        """The XIDs seen on the GPU, or None when NVML cannot watch them (recorded)."""
+        return self.available(self.nvml.xid_events(self.gpu.uuid))
+
+    def available(self, reading: Any) -> Any:
+        """``reading`` itself, or None for an ``Unavailable`` one (recorded as such)."""
+        if isinstance(reading, Unavailable):
+            self.findings.unavailable.append(f"{self.gpu.label}: {reading}")
+            return None
+        return reading
+
+    def problem(self, text: str) -> None:
+        self.findings.problems.append(f"{self.gpu.label}: {text}")
+
+    def metric(self, name: str, value: float, unit: str = "") -> None:
+        """A figure, recorded as ``gpu<index>.<name>``; booleans as 0 or 1."""
+        number = int(value) if isinstance(value, bool) else value
+        self.findings.metrics.append((f"gpu{self.gpu.index}.{name}", number, unit))
+
+    def fact(self, name: str, value: str) -> None:
+        self.findings.properties.append((f"gpu{self.gpu.index}.{name}", value))
+
+
+Judge = Callable[[GpuCheck], None]
+
+
+def assess(
+    nvml: Nvml,
+    gpus: list[Gpu],
+    judge: Judge,
+    around: Callable[[Gpu], AbstractContextManager[Any]] | None = None,
+) -> Findings:
+    """Run ``judge`` on every GPU, each inside ``around(gpu)`` when given (e.g. a load)."""
+    findings = Findings()
+    for gpu in gpus:
+        check = GpuCheck(nvml, gpu, findings)
+        try:
+            with around(gpu) if around is not None else nullcontext():
+                judge(check)
+        except GpuLostError as err:
+            check.problem(f"GPU lost (NVML_ERROR_GPU_IS_LOST reading {err.metric})")
+    return findings
+
+
+def conclude(findings: Findings, record_metric: Callable[..., None], node: Any) -> None:
+    """Record the findings' figures and facts on the test ``node`` and end the test: fail on
+    any problem, else skip on any unavailable reading, else return (a pass)."""
+    for name, value, unit in findings.metrics:
+        record_metric(name, value, unit)
+    node.user_properties += findings.properties
+    if findings.problems:
+        pytest.fail("\n".join(findings.problems), pytrace=False)
+    if findings.unavailable:
+        pytest.skip("; ".join(findings.unavailable))
