@@ -12,6 +12,10 @@ summary and diff all read through it.
 - A *figure* is ``metric.<name>`` = ``"<number> <unit>"``, with optional ``.reference``
   (``"<number> <unit>"``), ``.tolerance`` (text, ``"-15%/+10%"`` or ``"10%"``) and ``.verdict``
   (``pass``, ``warn``, ``fail``).
+- A merged file (``harness.report.merge``) prefixes every classname with its run's label, to keep
+  (classname, name) unique across nodes, and records the prefix as the suite property
+  ``merge.classname_prefix``; it is taken off again here, so a check reads the same in a merged
+  file as in the node's own.
 """
 
 from __future__ import annotations
@@ -25,6 +29,10 @@ from pathlib import Path
 
 Outcome = str  # "passed" | "failed" | "error" | "skipped"
 OUTCOMES = ("passed", "failed", "error", "skipped")
+
+
+# The suite property of a merged file naming the prefix its classnames carry.
+CLASSNAME_PREFIX = "merge.classname_prefix"
 
 
 class ReportError(ValueError):
@@ -44,7 +52,7 @@ class Figure:
 
     @property
     def text(self) -> str:
-        return _quantity(self.value, self.unit)
+        return quantity(self.value, self.unit)
 
     def tolerance_pct(self) -> tuple[float, float] | None:
         """(below, above) in percent, from ``"-15%/+10% (warn beyond 5%)"`` or ``"10%"``."""
@@ -123,6 +131,13 @@ def load_report(paths: Iterable[str | Path]) -> Report:
 
 def load_runs(path: str | Path) -> list[Run]:
     path = Path(path)
+    return [parse_run(path, suite, i) for i, suite in enumerate(read_suites(path))]
+
+
+def read_suites(path: str | Path) -> list[ET.Element]:
+    """The top-level ``<testsuite>`` elements of a JUnit file (a ``<testsuites>`` root or one
+    ``<testsuite>``). Raises ``ReportError`` naming the file."""
+    path = Path(path)
     try:
         root = ET.parse(path).getroot()
     except FileNotFoundError:
@@ -132,20 +147,22 @@ def load_runs(path: str | Path) -> list[Run]:
     except ET.ParseError as err:
         raise ReportError(f"{path}: not valid XML: {err}") from None
     if root.tag == "testsuite":
-        suites = [root]
-    elif root.tag == "testsuites":
-        suites = root.findall("testsuite")
-    else:
-        raise ReportError(f"{path}: not a JUnit file: root element is <{root.tag}>")
-    return [_run(path, suite, i) for i, suite in enumerate(suites)]
+        return [root]
+    if root.tag == "testsuites":
+        return root.findall("testsuite")
+    raise ReportError(f"{path}: not a JUnit file: root element is <{root.tag}>")
 
 
-def _run(path: Path, suite: ET.Element, index: int) -> Run:
+def parse_run(path: str | Path, suite: ET.Element, index: int) -> Run:
+    """One ``<testsuite>`` element (the ``index``-th of ``path``) as a ``Run``."""
+    path = Path(path)
     properties = _properties(suite)
     props = dict(properties)
     where = f"{path}: testsuite[{index}]"
     node = props.get("node.host") or props.get("host") or suite.get("hostname") or path.stem
-    cases = tuple(_case(f"{where}.testcase[{i}]", c) for i, c in enumerate(suite.iter("testcase")))
+    prefix = props.get(CLASSNAME_PREFIX, "")
+    elements = suite.iter("testcase")
+    cases = tuple(_case(f"{where}.testcase[{i}]", c, prefix) for i, c in enumerate(elements))
     return Run(
         source=str(path),
         suite_name=suite.get("name", ""),
@@ -166,8 +183,10 @@ def _properties(element: ET.Element) -> tuple[tuple[str, str], ...]:
     return tuple((p.get("name", ""), p.get("value", "")) for p in container.findall("property"))
 
 
-def _case(where: str, element: ET.Element) -> Case:
+def _case(where: str, element: ET.Element, prefix: str = "") -> Case:
     classname = element.get("classname", "")
+    if prefix and classname.startswith(prefix):
+        classname = classname.removeprefix(prefix)
     name = element.get("name")
     if name is None:
         raise ReportError(f"{where}: testcase without a name")
@@ -247,6 +266,26 @@ def _float(where: str, attribute: str, text: str) -> float:
     return value if math.isfinite(value) else 0.0
 
 
-def _quantity(value: float, unit: str) -> str:
+Direction = str  # "higher" (higher is better), "lower" (lower is better) or "either"
+
+# Units of durations and temperatures: more is worse. Rates (anything per second: GB/s, TFLOP/s,
+# samples/s) and the largest batch that fits: less is worse. Everything else (memory amounts,
+# counts, plain numbers) has no better side on its own: a GPU that differs from identical
+# peers, or from last night, either way is the news.
+_LOWER_IS_BETTER = {"ns", "us", "µs", "ms", "s", "C"}
+_HIGHER_IS_BETTER = {"samples"}
+
+
+def direction(unit: str) -> Direction:
+    """Which way a figure in ``unit`` gets better: ``"higher"``, ``"lower"`` or ``"either"``."""
+    if unit in _LOWER_IS_BETTER:
+        return "lower"
+    if unit.endswith("/s") or unit in _HIGHER_IS_BETTER:
+        return "higher"
+    return "either"
+
+
+def quantity(value: float, unit: str) -> str:
+    """``2930.5 GB/s``: six significant digits and the unit, as the harness writes figures."""
     number = f"{value:.6g}"
     return f"{number} {unit}" if unit else number
