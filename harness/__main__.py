@@ -1,7 +1,7 @@
 """``python -m harness COMMAND``: the harness's command line.
 
 ``inventory --json [-o FILE]`` writes this node's NVML inventory and health as a snapshot
-(format ``gpu-harness-snapshot/1``, see README "Node snapshots"). Exit codes: 0 written,
+(format ``gpu-harness-snapshot/2``, see README "Node snapshots"). Exit codes: 0 written,
 2 bad arguments, 3 NVML unavailable on this machine.
 """
 
