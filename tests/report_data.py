@@ -15,7 +15,8 @@ the same on every call with the same arguments. Faults make a node differ from t
   (GPU 2's device copy below its tolerance: a failing verdict), ``"error"`` (the bf16 matmul
   of GPU 0 errors in setup);
 - ``slow={(host, gpu): factor}``: every bandwidth and TFLOP/s figure of that GPU times
-  ``factor`` (0.92: still inside the -20% tolerance, a fleet outlier nonetheless);
+  ``factor`` (0.92: still inside the -20% tolerance, a fleet outlier nonetheless; below 0.8
+  its verdict fails, and so does the test);
 - ``vanish={host: text}``: the node's tests whose id contains ``text`` are missing;
 - ``corrupt={host}``: that node's file is cut off mid-element (not valid XML).
 """
@@ -216,11 +217,13 @@ class _Node:
                     continue
                 value = reference * (0.7 if failing else self.factor(gpu))
                 case.properties += _measurement(metric, value)
-                case.properties += _judged(metric, value, unit, reference, tolerance)
-                if failing:
-                    low = reference * 0.8
+                judged = _judged(metric, value, unit, reference, tolerance)
+                case.properties += judged
+                if judged[-1][1] == "fail":  # as check_metric does: a failing verdict fails
+                    side, bound = ("below", 0.8) if value < reference else ("above", 1.15)
+                    limit = reference * bound
                     message = (
-                        f"{metric}: {value:.6g} {unit}: fail, below {low:.6g} {unit} "
+                        f"{metric}: {value:.6g} {unit}: fail, {side} {limit:.6g} {unit} "
                         f"(reference {reference:.6g} {unit}, {tolerance})"
                     )
                     case.result = ("failure", message, message)

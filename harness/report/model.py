@@ -212,7 +212,8 @@ def _case(where: str, element: ET.Element, prefix: str = "") -> Case:
     )
 
 
-_QUANTITY = re.compile(r"\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|nan|inf|-inf)\s*(.*)")
+# The harness writes "<number> <unit>"; the space keeps "1,5 GB/s" from reading as 1 ",5 GB/s".
+_QUANTITY = re.compile(r"\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|nan|inf|-inf)(?:\s+(.*))?")
 
 
 def parse_quantity(text: str) -> tuple[float, str]:
@@ -220,7 +221,7 @@ def parse_quantity(text: str) -> tuple[float, str]:
     match = _QUANTITY.fullmatch(text)
     if match is None:
         raise ValueError(f"not a number with a unit: {text!r}")
-    return float(match.group(1)), match.group(2).strip()
+    return float(match.group(1)), (match.group(2) or "").strip()
 
 
 _TOLERANCE = re.compile(r"\s*-?(\d+\.?\d*)%(?:\s*/\s*\+?(\d+\.?\d*)%)?(?:\s*\(.*\))?\s*")
