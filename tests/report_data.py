@@ -90,6 +90,18 @@ def host(index: int) -> str:
     return f"gpu-node{index + 1:02d}"
 
 
+def labels(nodes: int, ranks: int = 0) -> list[str]:
+    """A generated fleet's run labels, in file order: ``gpu-node01``, ``gpu-node01/rank0``..."""
+    return [
+        label
+        for index in range(nodes)
+        for label in (
+            host(index),
+            *(f"{host(index)}/rank{rank}" for rank in range(index * ranks, (index + 1) * ranks)),
+        )
+    ]
+
+
 @dataclass
 class _Case:
     classname: str

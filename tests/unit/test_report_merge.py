@@ -7,7 +7,7 @@ import pytest
 
 from harness.report.__main__ import main
 from harness.report.model import load_report, read_suites
-from tests.report_data import write_fleet
+from tests.report_data import labels, write_fleet
 
 # Jenkins' junit-10.xsd (the xunit2 schema pytest follows), as far as a merged file uses it.
 XSD_ATTRIBUTES = {
@@ -52,17 +52,7 @@ def test_suites_are_named_per_node_and_rank_and_keep_their_metadata(fleet, tmp_p
     assert merge(*fleet, "-o", out) == 0
     merged = read_suites(out)
     originals = [suite for path in fleet for suite in read_suites(path)]
-    assert [suite.get("name") for suite in merged] == [
-        "gpu-node01",
-        "gpu-node01/rank0",
-        "gpu-node01/rank1",
-        "gpu-node02",
-        "gpu-node02/rank2",
-        "gpu-node02/rank3",
-        "gpu-node03",
-        "gpu-node03/rank4",
-        "gpu-node03/rank5",
-    ]
+    assert [suite.get("name") for suite in merged] == labels(3, ranks=2)
     for suite, original in zip(merged, originals, strict=True):
         for attribute in ("hostname", "timestamp", "tests", "failures", "errors", "skipped"):
             assert suite.get(attribute) == original.get(attribute), attribute

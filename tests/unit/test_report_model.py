@@ -13,7 +13,7 @@ from harness.report.model import (
     parse_tolerance,
 )
 from tests.pytest_run import REPO, run_pytest
-from tests.report_data import H100, write_fleet
+from tests.report_data import H100, labels, write_fleet
 
 TINY_SUITE = """
 import pytest
@@ -77,14 +77,8 @@ def test_a_recorded_metric_becomes_a_figure_with_reference_and_tolerance(real_ju
 def test_judged_figures_and_torchrun_ranks_of_generated_files(tmp_path):
     paths = write_fleet(tmp_path, nodes=2, gpus=2, ranks=2)
     report = load_report(paths)
-    assert report.nodes() == [
-        "gpu-node01",
-        "gpu-node01/rank0",
-        "gpu-node01/rank1",
-        "gpu-node02",
-        "gpu-node02/rank2",
-        "gpu-node02/rank3",
-    ]
+    assert report.nodes() == labels(2, ranks=2)
+    assert report.nodes()[1:3] == ["gpu-node01/rank0", "gpu-node01/rank1"]
     rank3 = report.runs[-1]
     assert (rank3.node, rank3.rank) == ("gpu-node02", "3")
     copy = next(c for c in report.runs[0].cases if "test_copy_within_a_gpu[cuda:1]" in c.check)
