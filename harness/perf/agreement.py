@@ -9,6 +9,7 @@ that does not is computing differently, and ``disagreements`` names it against t
 """
 
 import contextlib
+import ctypes
 import functools
 import hashlib
 import os
@@ -92,7 +93,7 @@ class Agreement:
         """SHA-256 of the majority's (or first group's) result bytes: equal across nodes of
         the same GPU model and software stack, so reports can compare nodes too."""
         tensor = self.results[self.groups[0][0]]
-        return hashlib.sha256(_bits(tensor).numpy().tobytes()).hexdigest()
+        return _sha256(tensor)
 
     def disagreements(self) -> list[str]:
         """One line per device outside the majority (every device outside the first group
@@ -149,6 +150,14 @@ def devices_to_compare(devices: DeviceSet) -> dict[str, torch.device]:
     if devices.kind == "cuda":
         return {gpu_label(gpu): gpu for gpu in distinct_gpus(devices)}
     return {f"virtual cpu device {i}": device for i, device in enumerate(devices.devices)}
+
+
+def _sha256(tensor: torch.Tensor) -> str:
+    """SHA-256 of the tensor's bytes, without NumPy (which torch does not require)."""
+    flat = tensor.detach().cpu().contiguous().view(torch.uint8).reshape(-1)
+    # A zero-copy view of ``flat``'s memory, used only while ``flat`` is alive.
+    view = (ctypes.c_char * flat.numel()).from_address(flat.data_ptr())
+    return hashlib.sha256(view).hexdigest()
 
 
 def _bits(tensor: torch.Tensor) -> torch.Tensor:

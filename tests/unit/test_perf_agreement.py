@@ -1,5 +1,8 @@
 """Cross-device agreement: bitwise comparison, the majority, and naming the device that differs."""
 
+import hashlib
+import struct
+
 import pytest
 import torch
 
@@ -119,3 +122,15 @@ def test_gpus_are_compared_once_each():
         "virtual cpu device 0",
         "virtual cpu device 1",
     ]
+
+
+def test_digest_is_the_sha256_of_the_result_bytes():
+    # Checked against bytes packed by hand: the digest is built without NumPy, which torch
+    # does not require (CI's venv has none).
+    values = [1.5, -0.0, 3.25]  # exact in bfloat16 too: its bits are float32's upper half
+    words = struct.unpack("<3I", struct.pack("<3f", *values))
+    tensor = torch.tensor(values, dtype=torch.float32)
+    assert agreement._sha256(tensor) == hashlib.sha256(struct.pack("<3f", *values)).hexdigest()
+    bf16 = struct.pack("<3H", *(word >> 16 for word in words))
+    assert agreement._sha256(tensor.to(torch.bfloat16)) == hashlib.sha256(bf16).hexdigest()
+    assert compare({"a": tensor, "b": tensor.clone()}).digest() == agreement._sha256(tensor)
