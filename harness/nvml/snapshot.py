@@ -10,12 +10,12 @@ under ``--acceptance``) rather than pass on a reading nobody took. Snapshots are
 import json
 import os
 import socket
-import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harness.files import write_atomic
 from harness.nvml.interface import (
     METRICS,
     NOT_IN_SNAPSHOT,
@@ -140,15 +140,7 @@ def dumps(snapshot: Snapshot) -> str:
 
 def write_snapshot(snapshot: Snapshot, path: str | os.PathLike[str]) -> None:
     """Write atomically: a temporary file in the same directory, then a rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(dumps(snapshot))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, dumps(snapshot).encode("utf-8"))
 
 
 # ---- loading and validation -------------------------------------------------------------

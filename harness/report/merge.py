@@ -24,12 +24,12 @@ import argparse
 import copy
 import os
 import sys
-import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from junitparser import JUnitXml, TestSuite
 
+from harness import files
 from harness.report.model import CLASSNAME_PREFIX, ReportError, parse_run, read_suites
 
 SOURCE = "merge.source"  # the file a suite first came from (kept on re-merge)
@@ -121,29 +121,11 @@ def to_bytes(document: JUnitXml) -> bytes:
 
 
 def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
-    """``path`` holds ``data`` or what it held before, never a part: a temporary file in the
-    same directory, renamed over it. A missing directory is a ``ReportError``."""
+    """``harness.files.write_atomic``, its errors one-line ``ReportError``s naming the file."""
     path = Path(path)
-    directory = path.parent
-    if not directory.is_dir():
-        raise ReportError(f"{path}: cannot write: no directory {directory}")
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+    if not path.parent.is_dir():
+        raise ReportError(f"{path}: cannot write: no directory {path.parent}")
     try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide it from CI's web server
-        os.replace(tmp, path)
+        files.write_atomic(path, data)
     except OSError as err:
-        Path(tmp).unlink(missing_ok=True)
         raise ReportError(f"{path}: cannot write: {err.strerror or err}") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

@@ -6,7 +6,7 @@ figure), the figures of every run of that model are compared with their median `
 the median absolute deviation scaled to a normal standard deviation, ``s = 1.4826 * MAD``
 (robust: the outliers themselves barely move it). A value is flagged when it is on the bad side
 of ``m`` (``model.direction`` of its unit: below for rates, above for durations and
-temperatures, either side for amounts and counts) by more than
+temperatures) by more than
 
 - ``threshold`` robust standard deviations (3.5, Iglewicz and Hoaglin's modified z-score), and
 - ``min_relative`` of ``|m|`` (5%): with a uniform fleet the MAD is tiny or 0, and a 0.3%
@@ -14,6 +14,10 @@ temperatures, either side for amounts and counts) by more than
 
 among at least ``min_runs`` runs (5) with the figure. A check parametrised per GPU
 (``[cuda:3]``) or per pair is compared slot by slot, like with like.
+
+Figures with no better side (amounts and counts: MiB, error counters, batch sizes) are not
+compared: an ECC counter away from a fleet median of 0 is already its own check's failure, and a
+different memory size is an inventory question the profile answers.
 """
 
 from __future__ import annotations
@@ -75,6 +79,8 @@ def fleet_outliers(
         if model is None:  # a CPU run has no peers to be compared with
             continue
         for figure in case.figures:
+            if direction(figure.unit) == "either":
+                continue
             key = (model, case.check, figure.name, figure.unit)
             groups.setdefault(key, []).append((run.label, figure.value, figure.verdict))
     found = []
@@ -96,11 +102,7 @@ def fleet_outliers(
 
 def _badness(difference: float, better: str) -> float:
     """How far a difference from the median is on the bad side (<= 0 when on the good one)."""
-    if better == "higher":
-        return -difference
-    if better == "lower":
-        return difference
-    return abs(difference)
+    return -difference if better == "higher" else difference
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

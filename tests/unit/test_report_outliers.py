@@ -85,3 +85,11 @@ def test_the_command_exits_0_on_a_healthy_fleet_and_2_on_a_bad_file(tmp_path, ca
     assert capsys.readouterr().out == "no fleet outliers among 6 runs\n"
     assert main(["outliers", str(tmp_path / "none.xml")]) == 2
     assert capsys.readouterr().err.endswith("none.xml: no such file\n")
+
+
+def test_counters_and_amounts_are_not_fleet_compared(tmp_path):
+    # Node 2's ECC counter (median 0) fails its own check; it is not an outlier as well.
+    files = write_fleet(tmp_path, nodes=8, gpus=2, fail={2: "ecc"})
+    report = load_report(files)
+    assert any(f.unit == "" for _, case in report.cases() for f in case.figures)
+    assert [o for o in fleet_outliers(report) if o.unit in ("", "MiB", "samples")] == []
