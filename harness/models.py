@@ -4,11 +4,17 @@ Each entry builds a deterministic model and inputs for a batch size, so a
 suite can run the same step on one device and under data parallelism and
 compare. Inputs are random normals, never zeros or ranges that would hide
 a mix-up of rows.
+
+``ZOO`` holds them tiny (widths 8-32), for correctness checks that run on CPUs in
+seconds. ``MEMORY_ZOO`` holds the same kinds at realistic sizes, for the memory
+checks: a tiny model's largest batch is limited by CUDA's launch limits, not by
+memory (see ``harness.memory.estimate``).
 """
 
 from collections import namedtuple
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
@@ -27,11 +33,11 @@ class MLP(nn.Module):
 
 
 class ConvBN(nn.Module):
-    def __init__(self) -> None:
+    def __init__(self, channels: int = 8, classes: int = 4) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(3, 8, 3, padding=1)
-        self.bn = nn.BatchNorm2d(8)
-        self.head = nn.Linear(8, 4)
+        self.conv = nn.Conv2d(3, channels, 3, padding=1)
+        self.bn = nn.BatchNorm2d(channels)
+        self.head = nn.Linear(channels, classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.relu(self.bn(self.conv(x)))
@@ -41,10 +47,19 @@ class ConvBN(nn.Module):
 class Recurrent(nn.Module):
     """An LSTM or GRU over a batch-first sequence, classifying its last step."""
 
-    def __init__(self, cell: type[nn.RNNBase], bidirectional: bool = False) -> None:
+    def __init__(
+        self,
+        cell: type[nn.RNNBase],
+        bidirectional: bool = False,
+        features: int = 8,
+        hidden: int = 12,
+        classes: int = 4,
+    ) -> None:
         super().__init__()
-        self.rnn = cell(8, 12, num_layers=2, batch_first=True, bidirectional=bidirectional)
-        self.head = nn.Linear(12 * (2 if bidirectional else 1), 4)
+        self.rnn = cell(
+            features, hidden, num_layers=2, batch_first=True, bidirectional=bidirectional
+        )
+        self.head = nn.Linear(hidden * (2 if bidirectional else 1), classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Replicas' weights are not one contiguous block; without this cuDNN
@@ -55,22 +70,28 @@ class Recurrent(nn.Module):
 
 
 class Encoder(nn.Module):
-    def __init__(self) -> None:
+    def __init__(
+        self, d_model: int = 16, nhead: int = 4, feedforward: int = 32, classes: int = 4
+    ) -> None:
         super().__init__()
         self.layer = nn.TransformerEncoderLayer(
-            d_model=16, nhead=4, dim_feedforward=32, dropout=0.0, batch_first=True
+            d_model=d_model,
+            nhead=nhead,
+            dim_feedforward=feedforward,
+            dropout=0.0,
+            batch_first=True,
         )
-        self.head = nn.Linear(16, 4)
+        self.head = nn.Linear(d_model, classes)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.head(self.layer(x, src_key_padding_mask=mask).mean(dim=1))
 
 
 class SparseEmbedding(nn.Module):
-    def __init__(self, vocab: int = 50) -> None:
+    def __init__(self, vocab: int = 50, dim: int = 8, classes: int = 4) -> None:
         super().__init__()
-        self.embed = nn.Embedding(vocab, 8, sparse=True)
-        self.head = nn.Linear(8, 4)
+        self.embed = nn.Embedding(vocab, dim, sparse=True)
+        self.head = nn.Linear(dim, classes)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.head(self.embed(tokens).mean(dim=1))
@@ -79,11 +100,11 @@ class SparseEmbedding(nn.Module):
 class NestedOutputs(nn.Module):
     """Takes a dict and returns a dict holding a tensor and a namedtuple."""
 
-    def __init__(self) -> None:
+    def __init__(self, features: int = 6, hidden: int = 8, out: int = 3) -> None:
         super().__init__()
-        self.body = nn.Linear(6, 8)
-        self.mean = nn.Linear(8, 3)
-        self.scale = nn.Linear(8, 3)
+        self.body = nn.Linear(features, hidden)
+        self.mean = nn.Linear(hidden, out)
+        self.scale = nn.Linear(hidden, out)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
         h = torch.tanh(self.body(batch["features"]) * batch["weight"])
@@ -94,32 +115,59 @@ def _normal(*shape: int, dtype: torch.dtype, gen: torch.Generator) -> torch.Tens
     return torch.randn(*shape, generator=gen).to(dtype)
 
 
-def _mlp_inputs(batch: int, dtype: torch.dtype, gen: torch.Generator) -> tuple[tuple, dict]:
-    return (_normal(batch, 16, dtype=dtype, gen=gen),), {}
+# Each takes the batch, dtype and generator, then keywords for the shape of one sample; the
+# defaults are the tiny zoo's. ``tokens`` adds a sequence dimension (the realistic zoo's MLPs
+# act on every token of a sequence, as a transformer's do).
 
 
-def _image_inputs(batch: int, dtype: torch.dtype, gen: torch.Generator) -> tuple[tuple, dict]:
-    return (_normal(batch, 3, 6, 6, dtype=dtype, gen=gen),), {}
+def _mlp_inputs(
+    batch: int,
+    dtype: torch.dtype,
+    gen: torch.Generator,
+    *,
+    tokens: tuple[int, ...] = (),
+    width: int = 16,
+) -> tuple[tuple, dict]:
+    return (_normal(batch, *tokens, width, dtype=dtype, gen=gen),), {}
 
 
-def _sequence_inputs(batch: int, dtype: torch.dtype, gen: torch.Generator) -> tuple[tuple, dict]:
-    return (_normal(batch, 5, 8, dtype=dtype, gen=gen),), {}
+def _image_inputs(
+    batch: int, dtype: torch.dtype, gen: torch.Generator, *, side: int = 6
+) -> tuple[tuple, dict]:
+    return (_normal(batch, 3, side, side, dtype=dtype, gen=gen),), {}
 
 
-def _encoder_inputs(batch: int, dtype: torch.dtype, gen: torch.Generator) -> tuple[tuple, dict]:
-    mask = torch.zeros(batch, 6, dtype=torch.bool)
+def _sequence_inputs(
+    batch: int, dtype: torch.dtype, gen: torch.Generator, *, steps: int = 5, features: int = 8
+) -> tuple[tuple, dict]:
+    return (_normal(batch, steps, features, dtype=dtype, gen=gen),), {}
+
+
+def _encoder_inputs(
+    batch: int, dtype: torch.dtype, gen: torch.Generator, *, tokens: int = 6, d_model: int = 16
+) -> tuple[tuple, dict]:
+    mask = torch.zeros(batch, tokens, dtype=torch.bool)
     mask[:, -1] = torch.rand(batch, generator=gen) < 0.5
-    return (_normal(batch, 6, 16, dtype=dtype, gen=gen),), {"mask": mask}
+    return (_normal(batch, tokens, d_model, dtype=dtype, gen=gen),), {"mask": mask}
 
 
-def _token_inputs(batch: int, dtype: torch.dtype, gen: torch.Generator) -> tuple[tuple, dict]:
-    return (torch.randint(0, 50, (batch, 5), generator=gen),), {}
+def _token_inputs(
+    batch: int, dtype: torch.dtype, gen: torch.Generator, *, vocab: int = 50, tokens: int = 5
+) -> tuple[tuple, dict]:
+    return (torch.randint(0, vocab, (batch, tokens), generator=gen),), {}
 
 
-def _dict_inputs(batch: int, dtype: torch.dtype, gen: torch.Generator) -> tuple[tuple, dict]:
-    features = _normal(batch, 6, dtype=dtype, gen=gen)
-    weight = _normal(batch, 1, dtype=dtype, gen=gen).abs() + 0.5
-    return ({"features": features, "weight": weight},), {}
+def _dict_inputs(
+    batch: int,
+    dtype: torch.dtype,
+    gen: torch.Generator,
+    *,
+    tokens: tuple[int, ...] = (),
+    features: int = 6,
+) -> tuple[tuple, dict]:
+    features_ = _normal(batch, *tokens, features, dtype=dtype, gen=gen)
+    weight = _normal(batch, *[1 for _ in tokens], 1, dtype=dtype, gen=gen).abs() + 0.5
+    return ({"features": features_, "weight": weight},), {}
 
 
 def _sum_of_squares(output: Any) -> torch.Tensor:
@@ -143,6 +191,10 @@ class ModelSpec:
     loss: Callable[[Any], torch.Tensor] = field(default=_sum_of_squares)
 
     def make(self, dtype: torch.dtype, device: torch.device, seed: int = 0) -> nn.Module:
+        if torch.device(device).type == "meta":
+            # Shapes only: no values to initialise, so a realistic model costs nothing.
+            with torch.device("meta"):
+                return self.build().to(dtype=dtype)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = self.build()
@@ -176,6 +228,58 @@ ZOO: dict[str, ModelSpec] = {
         ModelSpec("transformer", Encoder, _encoder_inputs),
         ModelSpec("sparse_embedding", SparseEmbedding, _token_inputs, sparse_grads=True),
         ModelSpec("nested_outputs", NestedOutputs, _dict_inputs),
+    ]
+}
+
+
+# The same kinds at the sizes of real models, for the memory checks: in float32 under a 24 GiB
+# cap each one's largest training batch is in the hundreds to thousands (estimated on the meta
+# device in tests/unit/test_memory_estimate.py), far below the search's ceiling of 65535.
+MEMORY_ZOO: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in [
+        # A transformer-sized feed-forward block (GPT-style 4x widening) over 128 tokens.
+        ModelSpec(
+            "mlp",
+            partial(MLP, 4096, 16384, 4096),
+            partial(_mlp_inputs, tokens=(128,), width=4096),
+        ),
+        # VGG's first layer: 64 channels of 3x3 convolutions over 224x224 images.
+        ModelSpec(
+            "cnn_bn",
+            partial(ConvBN, channels=64, classes=1000),
+            partial(_image_inputs, side=224),
+            batch_dependent=True,
+        ),
+        ModelSpec(
+            "lstm",
+            partial(Recurrent, nn.LSTM, features=1024, hidden=1024),
+            partial(_sequence_inputs, steps=256, features=1024),
+            recurrent=True,
+        ),
+        ModelSpec(
+            "gru",
+            partial(Recurrent, nn.GRU, True, features=1024, hidden=1024),
+            partial(_sequence_inputs, steps=256, features=1024),
+            recurrent=True,
+        ),
+        # A BERT-large encoder layer over 512 tokens.
+        ModelSpec(
+            "transformer",
+            partial(Encoder, d_model=1024, nhead=16, feedforward=4096),
+            partial(_encoder_inputs, tokens=512, d_model=1024),
+        ),
+        ModelSpec(
+            "sparse_embedding",
+            partial(SparseEmbedding, vocab=50_000, dim=1024),
+            partial(_token_inputs, vocab=50_000, tokens=2048),
+            sparse_grads=True,
+        ),
+        ModelSpec(
+            "nested_outputs",
+            partial(NestedOutputs, features=4096, hidden=4096, out=1024),
+            partial(_dict_inputs, tokens=(128,), features=4096),
+        ),
     ]
 }
 

@@ -3,13 +3,15 @@
 ``gpu_index`` is parametrised (session scope) with each distinct GPU of ``--devices`` (ids
 ``cuda:0`` ...); on CPU devices with one case, ``no-gpu``, whose ``gpu`` fixture skips naming
 why. ``capped_gpu`` is ``gpu`` where its allocator can be capped. ``cuda_devices`` is
-``--devices`` for claims over all of them, skipping likewise.
+``--devices`` for claims over all of them, skipping likewise. ``memory_spec`` is parametrised
+with the models of the largest-batch search (``--memory-model``, else ``MEMORY_ZOO``).
 """
 
 import pytest
 
 from harness.devices import DeviceSet
 from harness.memory.device import Gpu, cap_unsupported, distinct_gpus
+from harness.plugin.memory import memory_models
 from harness.plugin.options import chosen_devices
 
 
@@ -25,6 +27,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         indices: list[int | None] = list(distinct_gpus(chosen_devices(metafunc.config)))
         ids = [f"cuda:{index}" for index in indices]
         metafunc.parametrize("gpu_index", indices or [None], ids=ids or ["no-gpu"], scope="session")
+    if "memory_spec" in metafunc.fixturenames:
+        specs = memory_models(metafunc.config)
+        metafunc.parametrize("memory_spec", specs, ids=[spec.name for spec in specs])
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
-"""``--memory-limit`` and ``--memory-test-share`` end to end, and the memory suites on CPU
-devices: bad values are one usage error, every CUDA-only claim skips naming why, and under
-``--acceptance`` a profile requiring the memory checks fails their skips.
+"""``--memory-limit``, ``--memory-test-share`` and ``--memory-model`` end to end, and the memory
+suites on CPU devices: bad values are one usage error, every CUDA-only claim skips naming why,
+``--memory-model`` replaces the zoo of the largest-batch search, and under ``--acceptance`` a
+profile requiring the memory checks fails their skips.
 
 All runs start together once per module (each imports torch); the tests read their results.
 """
@@ -30,8 +31,13 @@ checks = {MEMORY_CHECKS!r}
 
 SUITE = str(REPO / "suites" / "memory")
 
+USER_MODEL = "tests.unit.test_memory_options:my_model"
+
 RUNS = {
-    "cpu": [SUITE, "--devices", "cpu:4", "--memory-limit", "24GiB", "--memory-test-share", "0.5"],
+    "cpu": [
+        *(SUITE, "--devices", "cpu:4", "--memory-limit", "24GiB", "--memory-test-share", "0.5"),
+        *("--memory-model", USER_MODEL),
+    ],
     "acceptance": [SUITE, "--devices", "cpu:2", "--profile", "PROFILE", "--acceptance"],
 }
 
@@ -85,6 +91,9 @@ def test_on_cpu_every_memory_claim_skips_naming_why(runs, workdir):
         assert message.startswith("needs a CUDA GPU: torch.cuda's memory accounting"), test
         assert message.endswith("--devices is cpu:4"), test
     assert suite_properties(workdir, "cpu")["memory_limit"] == "24 GiB"
+    # --memory-model replaces the realistic zoo in the largest-batch search.
+    searches = [test for test in result if test.startswith("test_largest_batch")]
+    assert searches == ["test_largest_batch_runs_a_training_step[no-gpu-my_model]"], searches
 
 
 def test_acceptance_fails_the_skips_of_required_memory_checks(runs, workdir):
