@@ -41,7 +41,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 def _parametrize(metafunc, name, values, skip_reason, make_id) -> None:
     if skip_reason is not None:
-        values = [pytest.param(None, id="none", marks=pytest.mark.skip(reason=skip_reason))]
+        values = [pytest.param(None, id="no-gpu", marks=pytest.mark.skip(reason=skip_reason))]
     metafunc.parametrize(name, values, ids=make_id, indirect=True)
 
 

@@ -58,7 +58,7 @@ def test_acceptance_on_a_gpu_profile_fails_every_gpu_check_that_cannot_run():
         ]
     )
     assert run.returncode == 1
-    for test in ("test_bf16_matmul[none]", "test_fp32_matmul_without_tf32[none]"):
+    for test in ("test_bf16_matmul[no-gpu]", "test_fp32_matmul_without_tf32[no-gpu]"):
         assert f"FAILED suites/hardware/test_compute.py::{test}" in run.stdout
     assert "required check performance.bf16_matmul_tflops did not run" in run.stdout
 
