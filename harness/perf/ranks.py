@@ -9,9 +9,8 @@ from typing import Any
 
 import pytest
 
-from harness.dist.protocol import PASSED, SKIPPED
-from harness.dist.verdict import judge
-from harness.plugin.distributed import pools_key
+from harness.dist.pool import PoolStartError
+from harness.plugin.distributed import conclude, pools_key
 
 
 def run_on_ranks(
@@ -28,7 +27,14 @@ def run_on_ranks(
     Skips when the pool's layout would not use ``backend`` (ranks sharing a GPU use gloo,
     for one); fails with the pool's message naming the ranks when any rank fails.
     """
-    pool = config.stash[pools_key].get(world_size)
+    try:
+        pool = config.stash[pools_key].get(world_size)
+    except PoolStartError as err:
+        problem = str(err)
+    else:
+        problem = None
+    if problem is not None:  # outside the except: the failure is the message, not a chain
+        pytest.fail(problem, pytrace=False)
     if pool.backend != backend:
         where = ", ".join(pool.layout.devices)
         pytest.skip(
@@ -41,9 +47,5 @@ def run_on_ranks(
         kwargs,
         timeout=config.getoption("dist_timeout"),
     )
-    verdict = judge(results)
-    if verdict.outcome == SKIPPED:
-        pytest.skip(verdict.message)
-    if verdict.outcome != PASSED:
-        pytest.fail(verdict.message, pytrace=False)
+    conclude(results)
     return [result.value for result in results]

@@ -23,7 +23,7 @@ import pytest
 from harness.dist import torchrun
 from harness.dist.env import DistEnv
 from harness.dist.pool import PoolStartError, RankPool
-from harness.dist.protocol import SKIPPED, XFAILED, NotPlainData, ensure_plain
+from harness.dist.protocol import PASSED, SKIPPED, XFAILED, NotPlainData, RankResult, ensure_plain
 from harness.dist.timeouts import DEFAULT_TIMEOUT, GUARD_MARGIN, last_resort_guard
 from harness.dist.verdict import judge
 from harness.plugin.options import chosen_devices
@@ -220,14 +220,20 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     for result in results:
         if result.output:
             pyfuncitem.add_report_section("call", f"stdout rank {result.rank}", result.output)
+    conclude(results)
+    return True
+
+
+def conclude(results: list[RankResult]) -> None:
+    """Make the ranks' results the test's outcome: return when every rank passed, else skip,
+    xfail or fail with the message naming the ranks (``harness.dist.verdict``)."""
     verdict = judge(results)
     if verdict.outcome == SKIPPED:
         raise pytest.skip.Exception(verdict.message, _use_item_location=True)
     if verdict.outcome == XFAILED:
         pytest.xfail(verdict.message)
-    if verdict.outcome != "passed":
+    if verdict.outcome != PASSED:
         pytest.fail(verdict.message, pytrace=False)
-    return True
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
