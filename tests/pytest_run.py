@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,3 +31,26 @@ def run_pytest(
         timeout=timeout,
         check=False,
     )
+
+
+def junit_outcomes(path: Path) -> dict[str, tuple[str, str]]:
+    """test name -> (outcome, message) from a JUnit file; outcome is ``passed`` or the result
+    element's tag: ``failure``, ``error``, ``skipped``."""
+    result = {}
+    for case in ET.parse(path).getroot().iter("testcase"):
+        child = next(iter(c for c in case if c.tag in ("failure", "error", "skipped")), None)
+        outcome = "passed" if child is None else child.tag
+        result[case.get("name")] = (outcome, "" if child is None else child.get("message", ""))
+    return result
+
+
+def junit_case_properties(path: Path, test: str, prefix: str = "") -> dict[str, str]:
+    """The properties of the test named ``test`` whose names start with ``prefix``."""
+    case = next(c for c in ET.parse(path).getroot().iter("testcase") if c.get("name") == test)
+    properties = ((p.get("name"), p.get("value")) for p in case.iter("property"))
+    return {name: value for name, value in properties if name.startswith(prefix)}
+
+
+def junit_suite_properties(path: Path) -> dict[str, str]:
+    root = ET.parse(path).getroot()
+    return {p.get("name"): p.get("value") for p in root.find("testsuite/properties") or []}

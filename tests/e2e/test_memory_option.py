@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_profile_option import outcomes, suite_properties
-from tests.pytest_run import REPO, run_pytest
+from tests.pytest_run import REPO, junit_outcomes, junit_suite_properties, run_pytest
 
 MEMORY_CHECKS = ["memory.usable", "memory.pattern", "memory.oom_boundary"]
 
@@ -84,13 +83,13 @@ def test_bad_value_is_one_usage_error(runs, name):
 def test_on_cpu_every_memory_claim_skips_naming_why(runs, workdir):
     done = runs["cpu"].result()
     assert done.returncode == 0, done.stdout + done.stderr
-    result = outcomes(workdir, "cpu")
+    result = junit_outcomes(workdir / "cpu.xml")
     assert len(result) >= 6
     for test, (outcome, message) in result.items():
         assert outcome == "skipped", test
         assert message.startswith("needs a CUDA GPU: torch.cuda's memory accounting"), test
         assert message.endswith("--devices is cpu:4"), test
-    assert suite_properties(workdir, "cpu")["memory_limit"] == "24 GiB"
+    assert junit_suite_properties(workdir / "cpu.xml")["memory_limit"] == "24 GiB"
     # --memory-model replaces the realistic zoo in the largest-batch search.
     searches = [test for test in result if test.startswith("test_largest_batch")]
     assert searches == ["test_largest_batch_runs_a_training_step[no-gpu-my_model]"], searches
@@ -99,7 +98,7 @@ def test_on_cpu_every_memory_claim_skips_naming_why(runs, workdir):
 def test_acceptance_fails_the_skips_of_required_memory_checks(runs, workdir):
     done = runs["acceptance"].result()
     assert done.returncode == 1, done.stdout + done.stderr
-    result = outcomes(workdir, "acceptance")
+    result = junit_outcomes(workdir / "acceptance.xml")
     failed = {test: message for test, (outcome, message) in result.items() if outcome == "failure"}
     assert sorted(failed) == [
         "test_allocation_beyond_the_cap_is_a_clean_oom[no-gpu]",

@@ -4,14 +4,18 @@ All runs start together once per module (each imports torch); the tests read the
 """
 
 import subprocess
-import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from tests.pytest_run import run_pytest
+from tests.pytest_run import (
+    junit_case_properties,
+    junit_outcomes,
+    junit_suite_properties,
+    run_pytest,
+)
 
 SUITE = """
 import pytest
@@ -141,29 +145,15 @@ def runs(suite: Path) -> Iterator[dict[str, Future[subprocess.CompletedProcess[s
 
 
 def outcomes(suite: Path, name: str) -> dict[str, tuple[str, str]]:
-    """test name -> (outcome, message) from the run's JUnit file."""
-    root = ET.parse(suite / f"{name}.xml").getroot()
-    result = {}
-    for case in root.iter("testcase"):
-        child = next(iter(c for c in case if c.tag in ("failure", "error", "skipped")), None)
-        outcome = "passed" if child is None else child.tag
-        result[case.get("name")] = (outcome, "" if child is None else child.get("message", ""))
-    return result
+    return junit_outcomes(suite / f"{name}.xml")
 
 
 def case_properties(suite: Path, name: str, test: str) -> dict[str, str]:
-    root = ET.parse(suite / f"{name}.xml").getroot()
-    case = next(c for c in root.iter("testcase") if c.get("name") == test)
-    return {
-        p.get("name"): p.get("value")
-        for p in case.iter("property")
-        if p.get("name").startswith("metric.")
-    }
+    return junit_case_properties(suite / f"{name}.xml", test, "metric.")
 
 
 def suite_properties(suite: Path, name: str) -> dict[str, str]:
-    root = ET.parse(suite / f"{name}.xml").getroot()
-    return {p.get("name"): p.get("value") for p in root.find("testsuite/properties") or []}
+    return junit_suite_properties(suite / f"{name}.xml")
 
 
 @pytest.mark.parametrize("name", BAD_RUNS)
