@@ -54,3 +54,13 @@ def junit_case_properties(path: Path, test: str, prefix: str = "") -> dict[str, 
 def junit_suite_properties(path: Path) -> dict[str, str]:
     root = ET.parse(path).getroot()
     return {p.get("name"): p.get("value") for p in root.find("testsuite/properties") or []}
+
+
+def assert_one_usage_error(done: subprocess.CompletedProcess[str], message: str) -> None:
+    """The run stopped with pytest's usage-error exit code, 4, and one ``ERROR:`` line that
+    contains ``message``, with no traceback."""
+    assert done.returncode == 4, done.stdout + done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("ERROR:")]
+    assert len(errors) == 1, done.stderr
+    assert message in errors[0], errors[0]
+    assert "Traceback" not in done.stdout + done.stderr

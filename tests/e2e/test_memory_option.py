@@ -13,7 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.pytest_run import REPO, junit_outcomes, junit_suite_properties, run_pytest
+from tests.pytest_run import (
+    REPO,
+    assert_one_usage_error,
+    junit_outcomes,
+    junit_suite_properties,
+    run_pytest,
+)
 
 MEMORY_CHECKS = ["memory.usable", "memory.pattern", "memory.oom_boundary"]
 
@@ -73,11 +79,7 @@ def runs(workdir: Path) -> Iterator[dict[str, Future[subprocess.CompletedProcess
 def test_bad_value_is_one_usage_error(runs, name):
     done = runs[name].result()
     _, message = BAD_RUNS[name]
-    assert done.returncode == 4, done.stdout + done.stderr
-    errors = [line for line in done.stderr.splitlines() if line.startswith("ERROR:")]
-    assert len(errors) == 1, done.stderr
-    assert message in errors[0]
-    assert "Traceback" not in done.stdout + done.stderr
+    assert_one_usage_error(done, message)
 
 
 def test_on_cpu_every_memory_claim_skips_naming_why(runs, workdir):

@@ -14,7 +14,7 @@ import pytest
 import torch
 from junitparser import JUnitXml
 
-from tests.pytest_run import run_pytest
+from tests.pytest_run import assert_one_usage_error, run_pytest
 
 SUITE = """
 import pytest
@@ -101,11 +101,7 @@ def properties(element: ET.Element) -> dict[str, str]:
 def test_bad_option_is_one_usage_error(runs, name):
     done = runs[name].result()
     _, message = BAD_RUNS[name]
-    assert done.returncode == 4
-    errors = [line for line in done.stderr.splitlines() if line.startswith("ERROR:")]
-    assert len(errors) == 1, done.stderr
-    assert message in errors[0]
-    assert "Traceback" not in done.stdout + done.stderr
+    assert_one_usage_error(done, message)
 
 
 def test_header_names_devices_impl_and_versions(runs):

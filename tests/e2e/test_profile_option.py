@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.pytest_run import (
+    assert_one_usage_error,
     junit_case_properties,
     junit_outcomes,
     junit_suite_properties,
@@ -160,11 +161,7 @@ def suite_properties(suite: Path, name: str) -> dict[str, str]:
 def test_bad_profile_option_is_one_usage_error(runs, name):
     done = runs[name].result()
     _, message = BAD_RUNS[name]
-    assert done.returncode == 4, done.stdout + done.stderr
-    errors = [line for line in done.stderr.splitlines() if line.startswith("ERROR:")]
-    assert len(errors) == 1, done.stderr
-    assert message in errors[0]
-    assert "Traceback" not in done.stdout + done.stderr
+    assert_one_usage_error(done, message)
 
 
 def test_without_profile_skips_stay_skips(runs, suite):
