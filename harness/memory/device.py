@@ -165,13 +165,31 @@ def allocator_cap(memory: DeviceMemory, limit: int | None) -> int:
     return limit
 
 
+# The quick default of the largest-batch search: a card of this size is emulated unless
+# --memory-limit says otherwise. At a whole H200 (about 138 GiB under the cap) the search over
+# the realistic zoo runs 20-40 training steps per model at batches in the thousands, each
+# generating gigabytes of inputs on the CPU: half an hour. At 4 GiB every model's batch is still
+# set by memory (tens to hundreds, far below the ceiling) and the suite takes seconds. The
+# thorough search of the whole card is ``--memory-limit`` near the GPU's free memory.
+QUICK_SEARCH_LIMIT = 4 * GIB
+
+
+def search_cap(memory: DeviceMemory, limit: int | None) -> int:
+    """The cap of the largest-batch search: ``limit`` when given (see ``allocator_cap``), else
+    ``QUICK_SEARCH_LIMIT`` or the GPU's free memory, whichever is less."""
+    if limit is not None:
+        return allocator_cap(memory, limit)
+    return min(allocator_cap(memory, None), QUICK_SEARCH_LIMIT)
+
+
 def cap_unsupported() -> str | None:
     """Why ``set_per_process_memory_fraction`` has no effect here, or None when it works."""
     backend = torch.cuda.get_allocator_backend()
     if backend != "native":
         return (
-            f"torch's {backend} allocator backend (PYTORCH_CUDA_ALLOC_CONF) ignores "
-            "set_per_process_memory_fraction; the native caching allocator is needed"
+            f"torch's {backend} allocator backend (PYTORCH_CUDA_ALLOC_CONF) applies "
+            "set_per_process_memory_fraction to bytes in use, not to reserved memory as the "
+            "cap here assumes; the native caching allocator is needed"
         )
     return None
 

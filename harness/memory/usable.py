@@ -8,6 +8,7 @@ covers these with a margin; memory held by anything else (a stray process, a MIG
 card with less memory) shows up beyond it and fails the check.
 """
 
+import gc
 from dataclasses import dataclass
 
 import torch
@@ -27,7 +28,13 @@ def allocatable_bytes(
     memory: DeviceMemory, *, largest: int = LARGEST_CHUNK, smallest: int = SMALLEST_CHUNK
 ) -> int:
     """Bytes ``memory.allocate`` gives before it runs out, all held at once; freed again
-    (and the cache released) before returning."""
+    (and the cache released) before returning.
+
+    Unreachable tensors of earlier tests (in reference cycles) are collected first, and the
+    cache released, so what they held counts as available.
+    """
+    gc.collect()
+    memory.release()
     held = []
     total = 0
     chunk = largest

@@ -22,6 +22,13 @@ from harness.devices import DeviceSet
 from harness.perf.compute import full_fp32_matmul
 from harness.perf.gpus import distinct_gpus, gpu_label
 
+# torch reads CUBLAS_WORKSPACE_CONFIG once, at the process's first cuBLAS matmul, and from then
+# on refuses deterministic matmuls if it was unset (aten's alertCuBLASConfigNotDeterministic
+# caches the check in a static). Setting it inside ``deterministic()`` would be too late after
+# any earlier matmul (a data-parallel suite, the matmul benchmark), so it is set on import: at
+# collection, before any test runs. A value the user set is kept.
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
 SEED = 4242
 # Rows and features. On a GPU, more output tiles than the GPU has SMs, so every SM computes
 # part of the result; on the CPU the same code at a size CI computes in a fraction of a second.
@@ -34,9 +41,8 @@ def deterministic() -> Iterator[None]:
     """Deterministic algorithms and full fp32 matmuls inside; previous settings restored.
 
     torch refuses deterministic CUDA matmuls unless CUBLAS_WORKSPACE_CONFIG fixes cuBLAS's
-    workspace; a value the user set is kept.
+    workspace: this module sets it on import (see there).
     """
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     enabled = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     torch.use_deterministic_algorithms(True)

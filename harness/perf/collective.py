@@ -49,23 +49,16 @@ def allreduce_on_rank(
 
     device, rank, world = dist_env.device, dist_env.rank, dist_env.world_size
     elements = nbytes // DTYPE.itemsize
-    # Small integers (1..7, times rank + 1): non-zero, and their sum over ranks is exact.
-    base = torch.arange(elements, dtype=torch.int32, device=device).remainder_(7).add_(1).to(DTYPE)
-    source = base * (rank + 1)
-    buffer = torch.empty_like(source)
-    timing = measure(
-        lambda: dist.all_reduce(buffer),
-        timer_for(device),
-        warmup=warmup,
-        repeats=repeats,
-        setup=lambda: buffer.copy_(source),
-    )
+    timing, wrong = _timed_allreduce(dist, device, rank, world, elements, warmup, repeats)
+    # The rank processes outlive the test: without this their allocators would keep the
+    # buffers (4 S) cached on every GPU, and later tests (usable memory, the pattern test)
+    # would find that much less free.
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
     samples = torch.tensor(timing.samples, dtype=torch.float64, device=device)
     dist.all_reduce(samples)
     averaged = Timing(tuple((samples / world).tolist()), warmup)
     algbw, busbw = allreduce_bandwidths(elements * DTYPE.itemsize, averaged.median, world)
-    expected = base * (world * (world + 1) // 2)
-    wrong = int((buffer != expected).sum())
     details = (
         ("size", f"{describe_bytes(elements * DTYPE.itemsize)} per rank"),
         ("dtype", str(DTYPE).removeprefix("torch.")),
@@ -77,3 +70,22 @@ def allreduce_on_rank(
     return AllReduceResult(
         rank, gpu_label(device), Measurement(busbw, "GB/s", averaged, details), wrong, elements
     )
+
+
+def _timed_allreduce(
+    dist, device: torch.device, rank: int, world: int, elements: int, warmup: int, repeats: int
+) -> tuple[Timing, int]:
+    """This rank's timed repeats, and how many elements of the received sum are wrong."""
+    # Small integers (1..7, times rank + 1): non-zero, and their sum over ranks is exact.
+    base = torch.arange(elements, dtype=torch.int32, device=device).remainder_(7).add_(1).to(DTYPE)
+    source = base * (rank + 1)
+    buffer = torch.empty_like(source)
+    timing = measure(
+        lambda: dist.all_reduce(buffer),
+        timer_for(device),
+        warmup=warmup,
+        repeats=repeats,
+        setup=lambda: buffer.copy_(source),
+    )
+    expected = base * (world * (world + 1) // 2)
+    return timing, int((buffer != expected).sum())

@@ -8,8 +8,11 @@ sizes: a transformer's MLP block over 128 tokens, VGG's first convolution with B
 encoder layer over 512 tokens, a 50k x 1024 sparse embedding over 2048 tokens, a dict-output
 model over 128 tokens. ``--memory-model MODULE:ATTR`` replaces it with the user's models.
 
-``--memory-limit SIZE`` emulates a smaller card by capping torch's allocator at SIZE
-(``set_per_process_memory_fraction``); without it the cap is the GPU's free memory. The batch
+``--memory-limit SIZE`` emulates a card of SIZE by capping torch's allocator there
+(``set_per_process_memory_fraction``). Without it the search is the quick one: a 4 GiB card
+(``QUICK_SEARCH_LIMIT``, or the GPU's free memory if less), seconds per model; the thorough
+search of a whole GPU is ``--memory-limit`` near its free memory (e.g. 130GiB on an H200),
+minutes per model. The batch
 is found by doubling from 1 until a step runs out of memory, then bisecting; a failure counts
 only when it repeats, and the answer is run once more before it is reported
 (``harness.memory.search``). The search stops at ``BATCH_CEILING`` (65535), where batch-sized
@@ -19,7 +22,7 @@ of the data-parallel suites would reach it on any GPU (``harness.memory.estimate
 
 import pytest
 
-from harness.memory.device import Gpu, allocator_cap, memory_cap
+from harness.memory.device import Gpu, memory_cap, search_cap
 from harness.memory.search import BATCH_CEILING, largest_batch, oom_trial
 from harness.memory.sizes import MIB, format_size
 from harness.memory.steps import TrainingStep
@@ -30,7 +33,7 @@ def test_largest_batch_runs_a_training_step(
     capped_gpu: Gpu, memory_spec: ModelSpec, memory_limit: int | None, record_metric
 ) -> None:
     try:
-        cap = allocator_cap(capped_gpu.memory, memory_limit)
+        cap = search_cap(capped_gpu.memory, memory_limit)
     except ValueError as err:
         pytest.skip(f"{capped_gpu.label}: {err}")
     step = TrainingStep(memory_spec, capped_gpu.device, capped_gpu.memory)

@@ -1,5 +1,7 @@
 """Usable memory, the cap and the out-of-memory probe against fake devices, faults included."""
 
+import gc
+
 import pytest
 import torch
 
@@ -29,6 +31,29 @@ def test_memory_held_elsewhere_is_not_usable():
     held = memory.allocate(30 * GIB)
     assert allocatable_bytes(memory) == 50 * GIB
     del held
+
+
+class Cycle:
+    """An object in a reference cycle holding a block: freed only by the garbage collector."""
+
+    def __init__(self, block: torch.Tensor) -> None:
+        self.block = block
+        self.me = self
+
+
+@pytest.fixture
+def no_automatic_gc():
+    # The collector must not run on its own during these tests: only where the code asks.
+    gc.disable()
+    yield
+    gc.enable()
+
+
+def test_garbage_of_earlier_tests_counts_as_usable(no_automatic_gc):
+    memory = FakeMemory(total=8 * GIB)
+    Cycle(memory.allocate(GIB))  # unreachable at once, still holding its block
+    assert memory.allocated() == GIB
+    assert allocatable_bytes(memory) == 8 * GIB
 
 
 def test_usable_memory_against_the_profile():
@@ -91,6 +116,31 @@ def test_a_small_device_probes_a_quarter_of_its_free_memory():
     probe = probe_oom_boundary(FakeMemory(total=64 * MIB))
     assert probe.problems == ()
     assert probe.headroom == 16 * MIB
+
+
+def test_the_probe_collects_earlier_garbage_first(no_automatic_gc):
+    memory = FakeMemory(total=8 * GIB)
+    Cycle(memory.allocate(GIB))
+    probe = probe_oom_boundary(memory)
+    assert probe.problems == ()
+    assert probe.headroom == 2 * GIB  # a quarter of all 8 GiB: the garbage was collected first
+    assert memory.allocated() == 0
+
+
+class FreedElsewhere(FakeMemory):
+    """Another owner's block is freed while the probe runs (a collector, another thread)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.other = super().allocate(MIB)
+
+    def allocate(self, nbytes: int) -> torch.Tensor:
+        self.other = None
+        return super().allocate(nbytes)
+
+
+def test_memory_freed_by_others_during_the_probe_is_not_a_leak():
+    assert probe_oom_boundary(FreedElsewhere(total=64 * MIB)).problems == ()
 
 
 class IgnoresCap(FakeMemory):

@@ -6,7 +6,7 @@ import gc
 import pytest
 import torch
 
-from harness.memory.device import allocator_cap, memory_cap
+from harness.memory.device import QUICK_SEARCH_LIMIT, allocator_cap, memory_cap, search_cap
 from harness.memory.fake import FakeMemory, FakeModel
 from harness.memory.search import BATCH_CEILING, Trial, largest_batch, oom_trial
 
@@ -63,6 +63,14 @@ def test_without_a_limit_the_cap_is_the_free_memory_less_the_library_headroom():
     with pytest.raises(ValueError, match=r"--memory-limit 15 GiB is more than this GPU can give"):
         allocator_cap(memory, 15 * 2**30)
     del held
+
+
+def test_the_quick_search_emulates_a_small_card_unless_a_limit_is_given():
+    memory = FakeMemory(total=141 * 10**9, context=2**30)
+    assert search_cap(memory, None) == QUICK_SEARCH_LIMIT
+    assert search_cap(memory, 100 * 2**30) == 100 * 2**30  # the thorough search
+    small = FakeMemory(total=4 * 2**30, context=2**29)
+    assert search_cap(small, None) == allocator_cap(small, None) < QUICK_SEARCH_LIMIT
 
 
 def test_ceiling_is_respected_and_reported():

@@ -1,7 +1,10 @@
 """Cross-device agreement: bitwise comparison, the majority, and naming the device that differs."""
 
 import hashlib
+import os
 import struct
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -115,6 +118,20 @@ def test_the_computation_runs_deterministic_and_in_full_fp32():
         seen["precision"] = torch.get_float32_matmul_precision()
     assert seen == {"deterministic": True, "precision": "highest"}
     assert not torch.are_deterministic_algorithms_enabled()  # restored
+
+
+@pytest.mark.parametrize("preset", [None, ":16:8"])
+def test_importing_sets_cublas_workspace_config_before_any_matmul(preset):
+    # torch checks CUBLAS_WORKSPACE_CONFIG once, at the first cuBLAS call of the process: the
+    # variable must be in place as soon as the module is imported, not when the check runs.
+    env = {k: v for k, v in os.environ.items() if k != "CUBLAS_WORKSPACE_CONFIG"}
+    if preset is not None:
+        env["CUBLAS_WORKSPACE_CONFIG"] = preset
+    code = "import os, harness.perf.agreement; print(os.environ['CUBLAS_WORKSPACE_CONFIG'])"
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == (preset or ":4096:8")  # a value the user set is kept
 
 
 def test_gpus_are_compared_once_each():

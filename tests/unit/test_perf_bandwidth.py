@@ -1,5 +1,7 @@
 """Copy measurements, run for real on CPU tensors: the pattern, the byte check, the figures."""
 
+import types
+
 import pytest
 import torch
 
@@ -123,3 +125,26 @@ def test_the_source_is_never_zero_filled():
 
     bandwidth.device_copy(CPU, NBYTES, copy=spy, warmup=1, repeats=1)
     assert seen == [True, True]
+
+
+def test_allreduce_on_rank_checks_the_sum_it_received(monkeypatch):
+    # Rank 0 of a two-rank world, the other rank simulated: its part is twice rank 0's, so
+    # the true sum is three times what rank 0 sends; the timings are averaged over two ranks.
+    import torch.distributed as dist
+
+    from harness.perf.collective import allreduce_on_rank
+
+    def all_reduce(tensor):
+        tensor.mul_(2 if tensor.dtype == torch.float64 else 3)
+
+    monkeypatch.setattr(dist, "all_reduce", all_reduce)
+    env = types.SimpleNamespace(device=torch.device("cpu"), rank=0, world_size=2, backend="gloo")
+    result = allreduce_on_rank(env, nbytes=4096, warmup=1, repeats=3)
+    assert (result.wrong_elements, result.elements, result.problem) == (0, 1024, None)
+    assert result.busbw.value > 0
+    assert result.busbw.timing.repeats == 3
+
+    monkeypatch.setattr(dist, "all_reduce", lambda tensor: tensor.mul_(2))  # a wrong sum
+    result = allreduce_on_rank(env, nbytes=4096, warmup=1, repeats=3)
+    assert result.wrong_elements == 1024
+    assert result.problem.startswith("rank 0 on cpu: 1024 of 1024 elements")
