@@ -62,6 +62,7 @@ def _serve(conn: Connection, dist_env: Any) -> None:
             _leave()
             return
         result = run_task(task, dist_env)
+        _release_cached_memory()
         _flush()
         try:
             conn.send(result)
@@ -101,6 +102,18 @@ def run_task(task: dict[str, Any], dist_env: Any) -> dict[str, Any]:
         }
     result["duration"] = time.perf_counter() - start
     return result
+
+
+def _release_cached_memory() -> None:
+    """Give the GPU back what the task's tensors left in torch's cache: the rank outlives the
+    test, and a test after it (usable memory, the pattern test) must find the GPU free."""
+    import gc
+
+    import torch
+
+    if torch.cuda.is_initialized():
+        gc.collect()
+        torch.cuda.empty_cache()
 
 
 def _describe(err: BaseException) -> dict[str, Any]:

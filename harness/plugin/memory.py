@@ -34,7 +34,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="SIZE",
         help="emulate a GPU with this much memory in the largest-batch search "
         "(suites/memory), e.g. 24GiB, 512MiB or 80GB: torch's allocator is capped there with "
-        "set_per_process_memory_fraction. Default: each GPU's free memory.",
+        "set_per_process_memory_fraction. Default: a quick search that emulates a 4 GiB card "
+        "(or the GPU's free memory, if less); for the thorough search of a whole GPU give a "
+        "size near its free memory, e.g. 130GiB on an H200.",
     )
     group.addoption(
         "--memory-test-share",

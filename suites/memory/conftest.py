@@ -11,6 +11,7 @@ import pytest
 
 from harness.devices import DeviceSet
 from harness.memory.device import Gpu, cap_unsupported, distinct_gpus
+from harness.plugin.distributed import pools_key
 from harness.plugin.memory import memory_models
 from harness.plugin.options import chosen_devices
 
@@ -30,6 +31,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "memory_spec" in metafunc.fixturenames:
         specs = memory_models(metafunc.config)
         metafunc.parametrize("memory_spec", specs, ids=[spec.name for spec in specs])
+
+
+@pytest.fixture(autouse=True)
+def no_rank_pool(pytestconfig: pytest.Config) -> None:
+    """Memory claims are about what one process can get. A rank pool left by earlier distributed
+    tests holds a CUDA context on each GPU it used, so it is closed first (it restarts for the
+    next distributed test that needs it)."""
+    pytestconfig.stash[pools_key].close()
 
 
 @pytest.fixture(scope="session")
