@@ -8,6 +8,7 @@
 - ``growth``: memory growth across training iterations;
 - ``imbalance``: memory per device during a DataParallel step;
 - ``steps``: a zoo model's training step that records nothing;
+- ``inputs``: a step's inputs at any batch, tiled on the device from a seed batch;
 - ``estimate``: a training step's peak bytes at any batch size, counted on the meta device;
 - ``sizes``: ``24GiB`` and friends;
 - ``fake``: a device with a memory budget and a model with a linear footprint, for tests.

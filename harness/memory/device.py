@@ -167,10 +167,12 @@ def allocator_cap(memory: DeviceMemory, limit: int | None) -> int:
 
 # The quick default of the largest-batch search: a card of this size is emulated unless
 # --memory-limit says otherwise. At a whole H200 (about 138 GiB under the cap) the search over
-# the realistic zoo runs 20-40 training steps per model at batches in the thousands, each
-# generating gigabytes of inputs on the CPU: half an hour. At 4 GiB every model's batch is still
-# set by memory (tens to hundreds, far below the ceiling) and the suite takes seconds. The
-# thorough search of the whole card is ``--memory-limit`` near the GPU's free memory.
+# the realistic zoo runs 20-40 training steps per model at batches in the thousands, with
+# gigabytes of inputs per step (tiled on the GPU, ``harness.memory.inputs``; drawn on the CPU
+# they took most of an estimated half hour): about 8 minutes of GPU time, estimated from the
+# sizes. At 4 GiB every model's batch is still set by memory (tens to hundreds, far below the
+# ceiling) and the suite takes seconds. The thorough search of the whole card is
+# ``--memory-limit`` near the GPU's free memory.
 QUICK_SEARCH_LIMIT = 4 * GIB
 
 
