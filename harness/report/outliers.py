@@ -15,6 +15,13 @@ temperatures) by more than
 among at least ``min_runs`` runs (5) with the figure. A check parametrised per GPU
 (``[cuda:3]``) or per pair is compared slot by slot, like with like.
 
+One slow GPU makes many outliers: its own copy, host-copy and matmul figures, and every
+peer-to-peer pair it takes part in, both directions. ``group_outliers`` puts a node's outliers
+together and names the GPUs they point at (``OutlierGroup.headline``): the GPU in the most of
+them, then, among those it does not explain, the next, as long as a GPU explains two or more or
+is the only GPU of a figure. A lone slow pair names neither of its GPUs, and a figure with no GPU
+slot (an all-reduce) stays listed as it is.
+
 Figures with no better side (amounts and counts: MiB, error counters, batch sizes) are not
 compared: an ECC counter away from a fleet median of 0 is already its own check's failure, and a
 different memory size is an inventory question the profile answers.
@@ -23,8 +30,11 @@ different memory size is an inventory question the profile answers.
 from __future__ import annotations
 
 import argparse
+import re
 import statistics
 import sys
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from harness.report.model import Report, ReportError, direction, load_report, quantity
@@ -33,6 +43,8 @@ MAD_SCALE = 1.4826  # MAD of a normal distribution times this is its standard de
 THRESHOLD = 3.5
 MIN_RELATIVE = 0.05
 MIN_RUNS = 5
+# The case properties in which the harness labels the GPUs a test used (suites/hardware/conftest).
+GPU_LABELS = ("gpu", "gpu.source", "gpu.destination")
 
 
 @dataclass(frozen=True)
@@ -47,6 +59,17 @@ class Outlier:
     runs: int  # how many runs the figure was compared across
     gpu_model: str
     verdict: str | None  # the figure's own verdict against its reference, if judged
+    labels: tuple[str, ...] = ()  # the case's GPU labels: "cuda:3 (model, UUID, PCI bus id)"
+
+    @property
+    def gpus(self) -> tuple[str, ...]:
+        """The GPU slots the figure belongs to: ``("cuda:2", "cuda:5")`` for a pair."""
+        return gpu_slots(self.check, self.figure)
+
+    @property
+    def change(self) -> str:
+        """``-8.2%``, or ``from 0`` where the median is 0."""
+        return f"{self.deviation:+.1%}" if self.median else "from 0"
 
     @property
     def deviation(self) -> float:
@@ -73,28 +96,41 @@ def fleet_outliers(
     min_runs: int = MIN_RUNS,
 ) -> list[Outlier]:
     """Every figure far on its bad side of its GPU model's fleet median, worst first."""
-    groups: dict[tuple[str, str, str, str], list[tuple[str, float, str | None]]] = {}
+    groups: dict[
+        tuple[str, str, str, str], list[tuple[str, float, str | None, tuple[str, ...]]]
+    ] = {}
     for run, case in report.cases():
         model = run.gpu_model
         if model is None:  # a CPU run has no peers to be compared with
             continue
+        labels = tuple(value for key, value in case.properties if key in GPU_LABELS)
         for figure in case.figures:
             if direction(figure.unit) == "either":
                 continue
             key = (model, case.check, figure.name, figure.unit)
-            groups.setdefault(key, []).append((run.label, figure.value, figure.verdict))
+            groups.setdefault(key, []).append((run.label, figure.value, figure.verdict, labels))
     found = []
     for (model, check, name, unit), values in groups.items():
         if len(values) < min_runs:
             continue
-        median = statistics.median(value for _, value, _ in values)
-        sigma = MAD_SCALE * statistics.median(abs(value - median) for _, value, _ in values)
-        for node, value, verdict in values:
+        median = statistics.median(value for _, value, _, _ in values)
+        sigma = MAD_SCALE * statistics.median(abs(value - median) for _, value, _, _ in values)
+        for node, value, verdict, labels in values:
             bad = _badness(value - median, direction(unit))
             if bad > threshold * sigma and bad > min_relative * abs(median):
                 found.append(
                     Outlier(
-                        node, check, name, unit, value, median, sigma, len(values), model, verdict
+                        node,
+                        check,
+                        name,
+                        unit,
+                        value,
+                        median,
+                        sigma,
+                        len(values),
+                        model,
+                        verdict,
+                        labels,
                     )
                 )
     return sorted(found, key=lambda o: (-abs(o.deviation), o.node, o.check, o.figure))
@@ -103,6 +139,134 @@ def fleet_outliers(
 def _badness(difference: float, better: str) -> float:
     """How far a difference from the median is on the bad side (<= 0 when on the good one)."""
     return -difference if better == "higher" else difference
+
+
+# Test ids name their GPUs as torch devices (``[cuda:3]``, ``[cuda:2-cuda:5]``); NVML readings
+# are ``gpu<index>.<field>``. The harness orders CUDA devices by PCI bus id (harness.plugin), so
+# NVML's GPU 3 is cuda:3 unless CUDA_VISIBLE_DEVICES hides some; the label then tells them apart.
+_DEVICE = re.compile(r"\bcuda:(\d+)\b")
+_NVML_FIGURE = re.compile(r"gpu(\d+)\.")
+
+
+def gpu_slots(check: str, figure: str) -> tuple[str, ...]:
+    """The GPUs a figure belongs to: the ``cuda:N`` of the test id's parameters, else the
+    ``gpuN.`` of the figure's name; ``()`` for a node-wide figure."""
+    name = check.rsplit("::", 1)[-1]
+    parameters = name[name.index("[") :] if "[" in name else ""
+    slots = [f"cuda:{index}" for index in _DEVICE.findall(parameters)]
+    match = _NVML_FIGURE.match(figure)
+    if match:
+        slots.append(f"cuda:{match.group(1)}")
+    return tuple(dict.fromkeys(slots))
+
+
+@dataclass(frozen=True)
+class Suspect:
+    """A GPU that the outliers of its node point at."""
+
+    gpu: str  # "cuda:3"
+    outliers: tuple[Outlier, ...]  # every outlier of the node that names it, worst first
+
+    @property
+    def label(self) -> str:
+        """``cuda:3 (model, UUID, PCI bus id)`` as the harness recorded it, else ``cuda:3``."""
+        labels = (label for o in self.outliers for label in o.labels)
+        return next((label for label in labels if label.startswith(f"{self.gpu} (")), self.gpu)
+
+    @property
+    def description(self) -> str:
+        """``d2d_copy_bandwidth -10.1%, ..., p2p_bandwidth in 14 pairs -7.5% to -12.6%``: its
+        own figures one by one, those it shares with other GPUs counted per figure."""
+        own = [f"{o.figure} {o.change}" for o in self.outliers if len(o.gpus) == 1]
+        shared: dict[str, list[Outlier]] = {}
+        for o in self.outliers:
+            if len(o.gpus) > 1:
+                shared.setdefault(o.figure, []).append(o)
+        for figure, found in shared.items():
+            if len(found) == 1:
+                own.append(f"{figure} {found[0].change} with {_others(found[0], self.gpu)}")
+            else:
+                mild, worst = sorted(found, key=lambda o: abs(o.deviation))[:: len(found) - 1]
+                own.append(f"{figure} in {len(found)} pairs {mild.change} to {worst.change}")
+        return ", ".join(own)
+
+
+def _others(outlier: Outlier, gpu: str) -> str:
+    return "+".join(g for g in outlier.gpus if g != gpu)
+
+
+@dataclass(frozen=True)
+class OutlierGroup:
+    """The outliers of one node, and the GPUs they point at."""
+
+    node: str  # the node, whichever of its runs (ranks) the outliers came from
+    outliers: tuple[Outlier, ...]  # worst first
+    suspects: tuple[Suspect, ...]  # most outliers first
+
+    @property
+    def others(self) -> tuple[Outlier, ...]:
+        """The outliers that name none of the suspects."""
+        named = {suspect.gpu for suspect in self.suspects}
+        return tuple(o for o in self.outliers if not named.intersection(o.gpus))
+
+    @property
+    def others_description(self) -> str:
+        """``allreduce_busbw -8.1%, p2p_bandwidth -6.0% (cuda:1-cuda:4)``."""
+        return ", ".join(
+            f"{o.figure} {o.change}" + (f" ({'-'.join(o.gpus)})" if o.gpus else "")
+            for o in self.others
+        )
+
+    @property
+    def verdict(self) -> str:
+        """``cuda:3 (...) is in 17 of 17 outlying figures (...)``: the headline, less the node."""
+        total = len(self.outliers)
+        figures = f"{total} outlying figure{'s' if total != 1 else ''}"
+        if not self.suspects:
+            return f"{figures}, none tied to one GPU ({self.others_description})"
+        explained = total - len(self.others)
+        if len(self.suspects) == 1:
+            suspect = self.suspects[0]
+            text = f"{suspect.label} is in {explained} of {figures} ({suspect.description})"
+        else:
+            names = [suspect.gpu for suspect in self.suspects]
+            each = "; ".join(
+                f"{s.label} in {len(s.outliers)} ({s.description})" for s in self.suspects
+            )
+            text = (
+                f"{', '.join(names[:-1])} and {names[-1]} are in {explained} of {figures}: {each}"
+            )
+        if self.others:
+            text += f"; {len(self.others)} tied to no one GPU ({self.others_description})"
+        return text
+
+    @property
+    def headline(self) -> str:
+        return f"{self.node}: {self.verdict}"
+
+
+def group_outliers(outliers: Sequence[Outlier]) -> list[OutlierGroup]:
+    """One group per node, in the order of each node's worst outlier."""
+    by_node: dict[str, list[Outlier]] = {}
+    for outlier in outliers:
+        by_node.setdefault(outlier.node.split("/")[0], []).append(outlier)
+    return [OutlierGroup(node, tuple(found), _suspects(found)) for node, found in by_node.items()]
+
+
+def _suspects(found: list[Outlier]) -> tuple[Suspect, ...]:
+    """The GPU in the most outliers, then the same among those it leaves, while a GPU is in two
+    or more of them or is the only GPU of one: a single slow pair cannot say which end is slow."""
+    suspects: list[Suspect] = []
+    left = [o for o in found if o.gpus]
+    while left:
+        counts = Counter(gpu for o in left for gpu in o.gpus)
+        alone = {o.gpus[0] for o in left if len(o.gpus) == 1}
+        gpu = max(counts, key=lambda g: (counts[g], g in alone, -int(g.split(":")[1])))
+        if counts[gpu] < 2 and gpu not in alone:
+            break
+        suspects.append(Suspect(gpu, tuple(o for o in found if gpu in o.gpus)))
+        left = [o for o in left if gpu not in o.gpus]
+    return tuple(suspects)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -136,8 +300,10 @@ def run(args: argparse.Namespace) -> int:
     found = fleet_outliers(
         report, threshold=args.threshold, min_relative=args.min_relative, min_runs=args.min_runs
     )
-    for outlier in found:
-        print(outlier.line)
+    for group in group_outliers(found):
+        print(group.headline)
+        for outlier in group.outliers:
+            print(f"  {outlier.line}")
     runs = len(report.runs)
     print(
         f"{len(found)} fleet outlier(s) among {runs} runs"

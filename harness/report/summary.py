@@ -4,7 +4,8 @@ which node failed which check, why, and how every measured figure compares with 
 The page holds, in order: the verdict and totals; the nodes (GPU model, driver, versions,
 counts); a node x check matrix, one row per test module with the worst outcome of each node and
 every check's own row underneath; the failures with their messages; the fleet outliers
-(``harness.report.outliers``); plots of bandwidth, compute and memory across nodes; every
+(``harness.report.outliers``), one row per node naming the GPU they point at, each node's
+figures folded beneath; plots of bandwidth, compute and memory across nodes; every
 judged figure against its reference, tolerance and verdict; the figures recorded without a
 reference; and the skips grouped by reason. ``--format md`` writes the same tables, without
 plots, as Markdown for CI logs and GitHub step summaries.
@@ -29,7 +30,7 @@ from typing import Any
 
 from harness.report.merge import write_atomic
 from harness.report.model import OUTCOMES, Case, Figure, Report, ReportError, Run, load_report
-from harness.report.outliers import Outlier, fleet_outliers
+from harness.report.outliers import Outlier, OutlierGroup, fleet_outliers, group_outliers
 
 # Outcome -> (symbol, css class, words). Symbols as well as colours: a cell reads in a
 # monochrome CI log and for colour-blind readers too.
@@ -203,6 +204,27 @@ class OutlierRow:
     verdict: str  # the figure's own verdict against its reference, if judged
 
 
+@dataclass(frozen=True)
+class OutlierNode:
+    """One node's fleet outliers: the GPUs they point at, then every one of them."""
+
+    group: OutlierGroup
+    rows: list[OutlierRow]
+
+    @property
+    def suspects(self) -> list[tuple[str, str, str]]:
+        """(GPU label, "17 of 17", what stands out) per implicated GPU, and a last line for
+        the outliers none of them explains."""
+        total = len(self.group.outliers)
+        lines = [
+            (s.label, f"{len(s.outliers)} of {total}", s.description) for s in self.group.suspects
+        ]
+        if self.group.others:
+            others = f"{len(self.group.others)} of {total}"
+            lines.append(("none tied to one GPU", others, self.group.others_description))
+        return lines
+
+
 @dataclass
 class Summary:
     title: str
@@ -217,6 +239,7 @@ class Summary:
     recorded_figures: list[FigureRow]
     verdicts: Counter
     outliers: list[OutlierRow]
+    outlier_nodes: list[OutlierNode]
     skips: list[tuple[str, int, list[str]]]  # (reason, cases, nodes)
     plots: list[Any] = field(default_factory=list)
 
@@ -280,6 +303,10 @@ def build_summary(report: Report, outliers: Sequence[Outlier], title: str = "") 
     nodes = sorted(dict.fromkeys(run.node for run in report.runs), key=natural_key)
     column = {node: i for i, node in enumerate(nodes)}
     outlier_rows = [outlier_row(o) for o in outliers]
+    outlier_nodes = [
+        OutlierNode(group, [outlier_row(o) for o in group.outliers])
+        for group in group_outliers(outliers)
+    ]
     flagged = {(o.run, o.check, o.figure) for o in outlier_rows}
 
     groups: dict[str, Group] = {}
@@ -338,6 +365,7 @@ def build_summary(report: Report, outliers: Sequence[Outlier], title: str = "") 
         recorded_figures=[row for row in figure_list if not row.judged],
         verdicts=verdicts,
         outliers=outlier_rows,
+        outlier_nodes=outlier_nodes,
         skips=sorted(
             (
                 (reason, len(where), sorted(set(where), key=natural_key))
@@ -386,7 +414,7 @@ def outlier_row(outlier: Outlier) -> OutlierRow:
         figure=outlier.figure,
         value=f"{number(outlier.value)} {outlier.unit}".strip(),
         median=f"{median} ({outlier.runs} runs, {outlier.gpu_model})",
-        deviation=f"{outlier.deviation:+.1%}" if outlier.median else "from 0",
+        deviation=outlier.change,
         verdict=outlier.verdict or "not judged",
     )
 

@@ -113,8 +113,15 @@ def test_rendered_page_says_which_node_failed_and_what_stands_out(browser, page,
     # A judged figure with its reference, and the slow GPU flagged as an outlier.
     assert "2930 GB/s, -20%/+15% (warn beyond 10%)" in dom
     outliers = dom[dom.index('id="outliers"') : dom.index('id="plots"')]
-    assert SLOW_GPU_NODE in outliers
-    assert "test_bf16_matmul[cuda:3]" in outliers
+    # one row naming the node and its GPU, the figures folded beneath
+    assert re.search(
+        rf"<b>{SLOW_GPU_NODE}</b></td><td><div>cuda:3 \(NVIDIA H100 80GB HBM3, GPU-[^<]*\)</div>"
+        r"</td><td[^>]*><div>17 of 17</div>",
+        outliers,
+    )
+    assert "p2p_bandwidth in 14 pairs" in outliers
+    assert f"<summary><b>{SLOW_GPU_NODE}</b>: every outlying figure (17)</summary>" in outliers
+    assert "test_bf16_matmul[cuda:3]" in outliers.split("<details", 1)[1]
     assert re.search(r'class="fig v-\w+ outlier"[^>]*>[\d.]+ \S*⚑', dom)
     images = re.findall(r'<img src="data:image/png;base64,', dom)
     assert len(images) >= 5  # copy, host, peer (strip and heatmap), all-reduce, matmul

@@ -107,7 +107,13 @@ def test_a_fleet_merged_with_a_bad_file_then_outliers(tmp_path):
     assert result.returncode == 1
     lines = result.stdout.splitlines()
     assert lines[-1] == "5 fleet outlier(s) among 15 runs"
-    assert all(line.startswith("gpu-node06: ") for line in lines[:-1])
+    # one headline naming GPU 1 (its copy, host copy, matmul and both directions of its one
+    # link), then each figure indented
+    assert lines[0].startswith("gpu-node06: cuda:1 (NVIDIA H100 80GB HBM3, GPU-")
+    assert "is in 5 of 5 outlying figures (" in lines[0]
+    assert "p2p_bandwidth in 2 pairs" in lines[0]
+    assert len(lines) == 7
+    assert all(line.startswith("  gpu-node06: suites.hardware.") for line in lines[1:-1])
 
 
 def test_summary_without_the_report_extra_says_how_to_install_it(tmp_path, nights):

@@ -212,13 +212,31 @@ def test_figures_recorded_without_reference_are_listed_too(pages):
     assert all(re.fullmatch(r"3\d\d(\.\d+)?", t) for i, t in enumerate(texts[3:]) if i != 7)
 
 
-def test_fleet_outlier_is_listed_and_flagged_in_its_figure_cell(pages):
-    page = pages["html"]
-    outliers = Tables(section(page, "outliers")).rows
-    assert (SLOW_GPU_NODE, "suites.hardware.test_compute::test_bf16_matmul[cuda:5]") in {
-        (texts[0], texts[1]) for texts, _ in outliers
-    }
-    texts, classes = Tables(section(page, "figures")).row("test_bf16_matmul[cuda:5]")
+def test_fleet_outliers_read_per_node_and_gpu_then_each_figure_is_folded_beneath(pages):
+    page = section(pages["html"], "outliers")
+    assert "<h2>Fleet outliers (18 on 2 nodes)</h2>" in page
+    groups = page[: page.index("<details")]
+    rows = {texts[0]: texts[1:] for texts, _ in Tables(groups).rows[1:]}
+    assert list(rows) == [SLOW_COPY_NODE, SLOW_GPU_NODE]  # the worst first: GPU 2's copy, -30%
+    gpu, count, what = rows[SLOW_GPU_NODE]
+    assert gpu.startswith("cuda:5 (NVIDIA H100 80GB HBM3, GPU-")
+    assert gpu.endswith(", 00000000:AB:00.0)")
+    assert count == "17 of 17"
+    assert "bf16_matmul_tflops -7.9%" in what
+    assert "p2p_bandwidth in 14 pairs" in what
+    assert rows[SLOW_COPY_NODE][1:] == ["1 of 1", "d2d_copy_bandwidth -29.8%"]
+    folded = page[page.index("<details") :]
+    assert f"<summary><b>{SLOW_GPU_NODE}</b>: every outlying figure (17)</summary>" in folded
+    listed = {(texts[0], texts[1]) for texts, _ in Tables(folded).rows}
+    assert (SLOW_GPU_NODE, "suites.hardware.test_compute::test_bf16_matmul[cuda:5]") in listed
+    assert (SLOW_GPU_NODE, "suites.hardware.test_bandwidth::test_peer_to_peer[cuda:5-cuda:0]") in (
+        listed
+    )
+    assert len(listed) == 18 + 1  # and the header
+
+
+def test_fleet_outlier_is_flagged_in_its_figure_cell(pages):
+    texts, classes = Tables(section(pages["html"], "figures")).row("test_bf16_matmul[cuda:5]")
     column = 3 + node_column(SLOW_GPU_NODE)
     assert texts[column].endswith("✓⚑")  # inside its tolerance, yet an outlier
     assert "outlier" in classes[column]
@@ -318,6 +336,11 @@ def test_markdown_has_the_same_tables_without_plots(pages):
     assert f"| **{ECC_NODE}** | suites.hardware.test_health::" in text
     assert "ecc_volatile_uncorrected = 2, limit 0 |" in text
     assert "| 2930 GB/s, -20%/+15% (warn beyond 10%) |" in text
+    assert "## Fleet outliers (18 on 2 nodes)" in text
+    group = next(line for line in text.splitlines() if line.startswith(f"| **{SLOW_GPU_NODE}** |"))
+    assert group.startswith(f"| **{SLOW_GPU_NODE}** | cuda:5 (NVIDIA H100 80GB HBM3, GPU-")
+    assert "| 17 of 17 | h2d_pinned_bandwidth -10.5%, " in group
+    assert f"<details><summary>{SLOW_GPU_NODE}: every outlying figure (17)</summary>\n\n|" in text
     assert (
         f"| **{SLOW_GPU_NODE}** | suites.hardware.test_compute::test_bf16_matmul[cuda:5] |" in text
     )
