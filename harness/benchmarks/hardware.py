@@ -13,12 +13,12 @@ import sys
 import torch
 
 from harness.devices import DeviceSet, devices_argument
-from harness.dist.pool import RankPool
 from harness.perf import bandwidth
 from harness.perf.agreement import devices_to_compare, run_everywhere
 from harness.perf.compute import matmul_throughput
 from harness.perf.gpus import distinct_gpus, gpu_label, ordered_pairs
 from harness.perf.measurement import Measurement
+from harness.rankpool.pool import RankPool
 
 
 def show(metric: str, where: str, measurement: Measurement, problem: str | None = None) -> None:

@@ -24,8 +24,8 @@ from datetime import timedelta
 from pathlib import Path
 
 from harness.devices import devices_argument
-from harness.dist.layout import RankLayout, plan_ranks
-from harness.dist.pool import RankPool
+from harness.rankpool.layout import RankLayout, plan_ranks
+from harness.rankpool.pool import RankPool
 
 # Ranks import the test by module name, also when this file runs as __main__.
 MODULE = "harness.benchmarks.pool_overhead"
@@ -46,7 +46,7 @@ def _fresh_rank(rank: int, layout: RankLayout, store_path: str) -> None:
     import torch
     import torch.distributed as dist
 
-    from harness.dist.env import DistEnv
+    from harness.rankpool.env import DistEnv
 
     device = torch.device(layout.devices[rank])
     if device.type == "cuda":

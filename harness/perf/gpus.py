@@ -6,7 +6,7 @@ from functools import cache
 import torch
 
 from harness.devices import DeviceSet
-from harness.dist import torchrun
+from harness.rankpool import torchrun
 
 UNDER_TORCHRUN = (
     "performance is measured by one plain pytest per node: under torchrun every rank would "

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from harness.dist.pool import PoolStartError
-from harness.plugin.distributed import conclude, pools_key
+from harness.plugin.rank_tests import conclude, pools_key
+from harness.rankpool.pool import PoolStartError
 
 
 def run_on_ranks(

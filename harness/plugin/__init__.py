@@ -16,7 +16,7 @@ pytest_plugins = [
     "harness.plugin.fixtures",
     "harness.plugin.header",
     "harness.plugin.junit",
-    "harness.plugin.distributed",
+    "harness.plugin.rank_tests",
     "harness.plugin.node",
     "harness.plugin.memory",
     "harness.plugin.node_report",

@@ -12,9 +12,9 @@ import pytest
 import torch
 from torch import nn
 
-from harness.distributed_checks.data import mean_loss, random_rows, shard_rows
-from harness.distributed_checks.modules import NormNet, build
-from harness.distributed_checks.ranks import gather_all
+from harness.ddp_checks.data import mean_loss, random_rows, shard_rows
+from harness.ddp_checks.modules import NormNet, build
+from harness.ddp_checks.ranks import gather_all
 from harness.tolerances import assert_close
 
 ROWS_PER_RANK = 4

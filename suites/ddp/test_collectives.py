@@ -2,7 +2,7 @@
 
 Every rank contributes values only it holds (rank-dependent, signed, never zero) and
 computes the expected result on its own from the same recipe evaluated for every rank
-(``harness.distributed_checks.collectives``). Checked in float32, float64, int64 and
+(``harness.ddp_checks.collectives``). Checked in float32, float64, int64 and
 bfloat16, over lengths no world size divides (1, 13, and a large prime that makes the
 backend chunk its work), and over uneven splits for the collectives with list or
 split-size forms. Each test holds for any world size of two or more. What a backend does
@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from harness.distributed_checks.collectives import (
+from harness.ddp_checks.collectives import (
     LARGE_PRIME,
     all_gather_single,
     contribution,

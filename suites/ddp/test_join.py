@@ -11,10 +11,10 @@ of the active ranks' shard gradients divided by the world size.
 import pytest
 import torch
 
-from harness.distributed_checks.data import global_batch, mean_loss, shard_rows
-from harness.distributed_checks.features import require_feature
-from harness.distributed_checks.ranks import assert_same_on_every_rank
-from harness.distributed_checks.training import sgd
+from harness.ddp_checks.data import global_batch, mean_loss, shard_rows
+from harness.ddp_checks.features import require_feature
+from harness.ddp_checks.ranks import assert_same_on_every_rank
+from harness.ddp_checks.training import sgd
 from harness.models import ZOO
 from harness.tolerances import assert_close
 

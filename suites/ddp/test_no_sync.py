@@ -10,9 +10,9 @@ single-process gradient accumulated over the full micro-batches.
 import pytest
 import torch
 
-from harness.distributed_checks.data import global_batch, mean_loss, shard_rows
-from harness.distributed_checks.features import require_feature
-from harness.distributed_checks.ranks import gather_all
+from harness.ddp_checks.data import global_batch, mean_loss, shard_rows
+from harness.ddp_checks.features import require_feature
+from harness.ddp_checks.ranks import gather_all
 from harness.models import ZOO
 from harness.tolerances import assert_close
 

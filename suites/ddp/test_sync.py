@@ -17,17 +17,17 @@ Every test runs on every rank (SPMD) and holds for any world size of two or more
 import pytest
 import torch
 
-from harness.distributed_checks.data import global_batch, mean_loss, random_rows, shard_rows
-from harness.distributed_checks.features import quiet_broadcast_buffers_deprecation
-from harness.distributed_checks.modules import StepBuffer, build, randomise_state
-from harness.distributed_checks.ranks import (
+from harness.ddp_checks.data import global_batch, mean_loss, random_rows, shard_rows
+from harness.ddp_checks.features import quiet_broadcast_buffers_deprecation
+from harness.ddp_checks.modules import StepBuffer, build, randomise_state
+from harness.ddp_checks.ranks import (
     assert_every_rank_holds_rank0s,
     assert_ranks_differ,
     assert_same_on_every_rank,
     gather_all,
     module_state,
 )
-from harness.distributed_checks.training import (
+from harness.ddp_checks.training import (
     SGD_MOMENTUM,
     assert_gradients_match,
     assert_parameters_match,

@@ -10,9 +10,9 @@ equal the single-process ones, and the unused parameter is left as it was.
 import pytest
 import torch
 
-from harness.distributed_checks.data import mean_loss, random_rows, shard_rows
-from harness.distributed_checks.modules import PartlyUsed, build
-from harness.distributed_checks.training import (
+from harness.ddp_checks.data import mean_loss, random_rows, shard_rows
+from harness.ddp_checks.modules import PartlyUsed, build
+from harness.ddp_checks.training import (
     SGD_MOMENTUM,
     assert_gradients_match,
     assert_parameters_match,

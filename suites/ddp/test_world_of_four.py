@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from harness.distributed_checks.collectives import (
+from harness.ddp_checks.collectives import (
     contribution,
     exchange_values,
     expected_reduction,
@@ -22,15 +22,15 @@ from harness.distributed_checks.collectives import (
     split_size,
     unsupported,
 )
-from harness.distributed_checks.data import global_batch, mean_loss, shard_rows
-from harness.distributed_checks.modules import randomise_state
-from harness.distributed_checks.ranks import (
+from harness.ddp_checks.data import global_batch, mean_loss, shard_rows
+from harness.ddp_checks.modules import randomise_state
+from harness.ddp_checks.ranks import (
     assert_every_rank_holds_rank0s,
     assert_ranks_differ,
     gather_all,
     module_state,
 )
-from harness.distributed_checks.training import (
+from harness.ddp_checks.training import (
     SGD_MOMENTUM,
     assert_gradients_match,
     assert_parameters_match,

@@ -26,18 +26,25 @@ from torch import nn
 from harness.devices import DeviceSet
 from harness.models import ZOO, ModelSpec
 from harness.plugin.options import chosen_devices
-from harness.probes import Probe, chunk_bounds, labelled, labels, names_replica, replica_report
+from harness.probes import (
+    AttributeWrites,
+    InPlaceBufferUpdates,
+    Probe,
+    chunk_bounds,
+    labelled,
+    labels,
+    names_replica,
+    replica_report,
+    report_grad_mode,
+    report_inference_mode,
+)
 from harness.tolerances import assert_close
 from harness.training import (
     OPTIMIZERS,
-    AttributeWrites,
-    InPlaceBufferUpdates,
     OptimizerRecipe,
     assert_runs_close,
     compare_runs,
     dtypes_for,
-    report_grad_mode,
-    report_inference_mode,
     uneven_batch,
 )
 

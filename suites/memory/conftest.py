@@ -11,9 +11,9 @@ import pytest
 
 from harness.devices import DeviceSet
 from harness.memory.device import Gpu, cap_unsupported, distinct_gpus
-from harness.plugin.distributed import pools_key
 from harness.plugin.memory import memory_models
 from harness.plugin.options import chosen_devices
+from harness.plugin.rank_tests import pools_key
 
 
 def needs_cuda(devices: DeviceSet) -> str:

@@ -286,6 +286,6 @@ def test_no_rank_outlives_its_run(runs, suite):
 
 def _is_rank(pid: int) -> bool:
     try:
-        return b"harness.dist.worker" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        return b"harness.rankpool.worker" in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False

@@ -8,11 +8,11 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from harness.devices import parse_devices
-from harness.dist.pool import RankPool
 from harness.perf.collective import AllReduceResult
 from harness.perf.gpus import UNDER_TORCHRUN, distinct_gpus, needs_gpus, ordered_pairs
 from harness.perf.measurement import Measurement
 from harness.perf.timing import Timing
+from harness.rankpool.pool import RankPool
 from tests.pytest_run import REPO, run_pytest
 
 

@@ -18,9 +18,9 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from harness.dist.pool import RankPool
-from harness.dist.protocol import DIED, FAILED, HUNG, PASSED, SKIPPED, NotPlainData
-from harness.dist.verdict import judge
+from harness.rankpool.pool import RankPool
+from harness.rankpool.protocol import DIED, FAILED, HUNG, PASSED, SKIPPED, NotPlainData
+from harness.rankpool.verdict import judge
 
 # --- what the ranks run --------------------------------------------------------------
 

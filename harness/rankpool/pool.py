@@ -44,10 +44,10 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from harness.devices import DeviceSet
-from harness.dist import protocol, stacks
-from harness.dist.layout import RankLayout, plan_ranks
-from harness.dist.protocol import DIED, FAILED, HUNG, PASSED, RankResult
-from harness.dist.timeouts import (
+from harness.rankpool import protocol, stacks
+from harness.rankpool.layout import RankLayout, plan_ranks
+from harness.rankpool.protocol import DIED, FAILED, HUNG, PASSED, RankResult
+from harness.rankpool.timeouts import (
     DEFAULT_TIMEOUT,
     GRACE_AFTER_FAILURE,
     MIN_START_TIMEOUT,
@@ -67,7 +67,8 @@ RANK_ENV_DEFAULTS = {
 }
 # What a rank runs: a fresh interpreter with the controller's import path.
 _BOOTSTRAP = (
-    "import sys; sys.path[:] = {path!r}; from harness.dist.worker import bootstrap; bootstrap({fd})"
+    "import sys; sys.path[:] = {path!r}; "
+    "from harness.rankpool.worker import bootstrap; bootstrap({fd})"
 )
 
 

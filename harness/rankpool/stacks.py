@@ -15,7 +15,7 @@ from typing import IO
 # Frames of this function belong to the rank's parent watchdog, not to the test.
 WATCHDOG_FRAME = "_watch_parent"
 # Frames of the rank's own loop, under every test's frames: left out of reported stacks.
-_WORKER_FRAMES = ('harness/dist/worker.py", line', 'File "<string>", line 1 in <module>')
+_WORKER_FRAMES = ('harness/rankpool/worker.py", line', 'File "<string>", line 1 in <module>')
 
 _stack_file: IO[str] | None = None
 

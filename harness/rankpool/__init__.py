@@ -14,6 +14,6 @@ One concern per module, as pytest-xdist splits its controller from its workers:
 - ``verdict``: per-rank results folded into one test outcome and message.
 - ``torchrun``: the same tests run in-process on every rank started by torchrun.
 
-This package imports nothing heavy at import time: a rank imports ``harness.dist.worker``
+This package imports nothing heavy at import time: a rank imports ``harness.rankpool.worker``
 before it has set its environment, and only then imports torch.
 """

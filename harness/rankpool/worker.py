@@ -21,9 +21,9 @@ from datetime import timedelta
 from multiprocessing.connection import Connection
 from typing import Any
 
-from harness.dist import protocol, stacks
-from harness.dist.loading import install_assert_explanations, load_function
-from harness.dist.timeouts import set_collective_timeout
+from harness.rankpool import protocol, stacks
+from harness.rankpool.loading import install_assert_explanations, load_function
+from harness.rankpool.timeouts import set_collective_timeout
 
 # A result's traceback beyond this many characters keeps its head and tail.
 MAX_TRACEBACK_CHARS = 30_000
@@ -159,7 +159,7 @@ def _join(config: dict[str, Any]) -> Any:
     import torch
     import torch.distributed as dist
 
-    from harness.dist.env import DistEnv
+    from harness.rankpool.env import DistEnv
 
     device = torch.device(config["device"])
     if device.type == "cuda":

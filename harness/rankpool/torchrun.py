@@ -16,7 +16,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from harness.devices import DeviceSet
-from harness.dist.layout import plan_ranks
+from harness.rankpool.layout import plan_ranks
 
 
 class TorchrunEnvError(ValueError):
@@ -94,7 +94,7 @@ def ensure_process_group(
     import torch
     import torch.distributed as dist
 
-    from harness.dist.env import DistEnv
+    from harness.rankpool.env import DistEnv
 
     layout = plan_ranks(devices, world.local_world_size)
     device = torch.device(layout.devices[world.local_rank])

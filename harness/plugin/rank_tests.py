@@ -2,13 +2,13 @@
 
 A marked test runs on every rank of a world (SPMD):
 
-- under plain ``pytest``, on this process's rank pool (``harness.dist.pool``), started at the
+- under plain ``pytest``, on this process's rank pool (``harness.rankpool.pool``), started at the
   first distributed test and reused (one pool per pytest process, so one per xdist worker;
   replaced when a test wants another world size). The rank imports the test module itself
   and calls the test function. Fixtures, autouse ones included, run here in the controller;
   the test function's own arguments other than ``dist_env`` (its parameters, plain-data
   fixture values) are sent to the ranks and must be plain data. The ranks' results become
-  one outcome (``harness.dist.verdict``). A failed, hung or dead rank fails the test and
+  one outcome (``harness.rankpool.verdict``). A failed, hung or dead rank fails the test and
   the pool is rebuilt for the next one.
 - under torchrun (``RANK`` and ``WORLD_SIZE`` set), in this process, which is one rank; the
   marker's ``world_size`` is then a minimum, and each rank writes its own JUnit file.
@@ -20,13 +20,20 @@ from typing import Any
 
 import pytest
 
-from harness.dist import torchrun
-from harness.dist.env import DistEnv
-from harness.dist.pool import PoolStartError, RankPool
-from harness.dist.protocol import PASSED, SKIPPED, XFAILED, NotPlainData, RankResult, ensure_plain
-from harness.dist.timeouts import DEFAULT_TIMEOUT, GUARD_MARGIN, last_resort_guard
-from harness.dist.verdict import judge
 from harness.plugin.options import chosen_devices
+from harness.rankpool import torchrun
+from harness.rankpool.env import DistEnv
+from harness.rankpool.pool import PoolStartError, RankPool
+from harness.rankpool.protocol import (
+    PASSED,
+    SKIPPED,
+    XFAILED,
+    NotPlainData,
+    RankResult,
+    ensure_plain,
+)
+from harness.rankpool.timeouts import DEFAULT_TIMEOUT, GUARD_MARGIN, last_resort_guard
+from harness.rankpool.verdict import judge
 
 MARKER = "distributed"
 MARKER_HELP = (
@@ -226,7 +233,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
 
 def conclude(results: list[RankResult]) -> None:
     """Make the ranks' results the test's outcome: return when every rank passed, else skip,
-    xfail or fail with the message naming the ranks (``harness.dist.verdict``)."""
+    xfail or fail with the message naming the ranks (``harness.rankpool.verdict``)."""
     verdict = judge(results)
     if verdict.outcome == SKIPPED:
         raise pytest.skip.Exception(verdict.message, _use_item_location=True)
@@ -305,7 +312,7 @@ def _torchrun_env(config: pytest.Config, world: torchrun.TorchrunWorld) -> DistE
 def _run_in_process(
     item: pytest.Function, spec: DistSpec, world: torchrun.TorchrunWorld, kwargs: dict[str, Any]
 ) -> None:
-    from harness.dist.timeouts import set_collective_timeout
+    from harness.rankpool.timeouts import set_collective_timeout
 
     env = _torchrun_env(item.config, world)
     if "dist_env" in item._fixtureinfo.argnames:

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from harness.distributed_checks.collectives import (
+from harness.ddp_checks.collectives import (
     LARGE_PRIME,
     contribution,
     exchange_values,
@@ -14,8 +14,8 @@ from harness.distributed_checks.collectives import (
     split_size,
     unsupported,
 )
-from harness.distributed_checks.data import global_batch, mean_loss, shard_rows
-from harness.distributed_checks.modules import randomise_state
+from harness.ddp_checks.data import global_batch, mean_loss, shard_rows
+from harness.ddp_checks.modules import randomise_state
 from harness.models import ZOO
 
 WORLDS = [2, 3, 4, 8]

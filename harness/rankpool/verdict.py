@@ -10,7 +10,7 @@
 from collections import defaultdict
 from dataclasses import dataclass
 
-from harness.dist.protocol import DIED, FAILED, HUNG, PASSED, SKIPPED, XFAILED, RankResult
+from harness.rankpool.protocol import DIED, FAILED, HUNG, PASSED, SKIPPED, XFAILED, RankResult
 
 # Lines of a rank's output quoted in a failure message.
 OUTPUT_TAIL_LINES = 40

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from harness.devices import parse_devices
-from harness.dist import stacks, torchrun
-from harness.dist.env import DistEnv
-from harness.dist.layout import plan_ranks
-from harness.dist.protocol import (
+from harness.rankpool import stacks, torchrun
+from harness.rankpool.env import DistEnv
+from harness.rankpool.layout import plan_ranks
+from harness.rankpool.protocol import (
     DIED,
     FAILED,
     HUNG,
@@ -22,7 +22,7 @@ from harness.dist.protocol import (
     RankResult,
     ensure_plain,
 )
-from harness.dist.verdict import judge
+from harness.rankpool.verdict import judge
 
 # --- layout ----------------------------------------------------------------------------
 
@@ -178,13 +178,13 @@ def test_failure_message_names_each_bad_rank_with_its_details():
 
 DUMP = """\
 Thread 0x00007f01 (most recent call first):
-  File "/x/harness/dist/worker.py", line 200 in _watch_parent
+  File "/x/harness/rankpool/worker.py", line 200 in _watch_parent
   File "/usr/lib/python3.11/threading.py", line 982 in run
 
 Current thread 0x00007f02 (most recent call first):
   File "/x/test_a.py", line 7 in helper
   File "/x/test_a.py", line 12 in test_a
-  File "/x/harness/dist/worker.py", line 81 in run_task
+  File "/x/harness/rankpool/worker.py", line 81 in run_task
   File "<string>", line 1 in <module>
 """
 
@@ -246,7 +246,7 @@ def test_ddp_moves_the_module_and_calls_the_factory_like_torch_ddp(monkeypatch):
         calls.append((module, kwargs))
         return module
 
-    monkeypatch.setattr("harness.dist.env.resolve_ddp_factory", lambda spec: factory)
+    monkeypatch.setattr("harness.rankpool.env.resolve_ddp_factory", lambda spec: factory)
     env = DistEnv(rank=0, world_size=2, device=torch.device("cpu"), backend="gloo")
     module = torch.nn.Linear(2, 2).double()
     assert env.ddp(module, find_unused_parameters=True) is module
