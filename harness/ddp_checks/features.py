@@ -4,18 +4,18 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import pytest
 from torch import nn
 
 
-def require_feature(wrapper: nn.Module, feature: str, impl: str) -> None:
-    """Skip the calling test when ``wrapper`` lacks ``feature`` (``no_sync``, ``join``).
+def missing_feature(wrapper: nn.Module, feature: str, impl: str) -> str | None:
+    """Why a test of ``feature`` (``no_sync``, ``join``) cannot run on ``wrapper``, or None.
 
-    DESIGN.md: optional features are detected with ``hasattr``, and a test of a missing
-    one is skipped with that reason.
+    Optional features are detected with ``hasattr``; a test of a missing one skips with this
+    reason.
     """
-    if not hasattr(wrapper, feature):
-        pytest.skip(f"--ddp-impl {impl} has no {feature}(), an optional feature")
+    if hasattr(wrapper, feature):
+        return None
+    return f"--ddp-impl {impl} has no {feature}(), an optional feature"
 
 
 @contextmanager

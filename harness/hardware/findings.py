@@ -2,17 +2,15 @@
 limit), readings NVML could not give, and the figures it read, for JUnit.
 
 A check is a judge run over every GPU (``assess``) or built directly for node-wide facts. The
-suites turn findings into a test outcome with ``conclude``: any problem fails the test, else any
-unavailable reading skips it naming the metric and reason, else it passes. A lost GPU is a
-problem of that GPU, never a skip.
+plugin turns findings into a test outcome: any problem fails the test, else any unavailable
+reading skips it naming the metric and reason, else it passes. A lost GPU is a problem of that
+GPU, never a skip.
 """
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
-
-import pytest
 
 from harness.hardware.gpus import Gpu
 from harness.nvml import GpuLostError, Nvml, Unavailable
@@ -84,15 +82,3 @@ def assess(
         except GpuLostError as err:
             check.problem(f"GPU lost (NVML_ERROR_GPU_IS_LOST reading {err.metric})")
     return findings
-
-
-def conclude(findings: Findings, record_metric: Callable[..., None], node: Any) -> None:
-    """Record the findings' figures and facts on the test ``node`` and end the test: fail on
-    any problem, else skip on any unavailable reading, else return (a pass)."""
-    for name, value, unit in findings.metrics:
-        record_metric(name, value, unit)
-    node.user_properties += findings.properties
-    if findings.problems:
-        pytest.fail("\n".join(findings.problems), pytrace=False)
-    if findings.unavailable:
-        pytest.skip("; ".join(findings.unavailable))

@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 import pytest
 
-from harness.hardware import Findings, Gpu, conclude, list_gpus
+from harness.hardware import Findings, Gpu, list_gpus
 from harness.hardware.load import load_for
 from harness.nvml import FakeNvml, Nvml, NvmlUnavailableError, RealNvml, Snapshot
 from harness.nvml.snapshot import SnapshotError, load_snapshot
@@ -135,4 +135,14 @@ def judged(
 ) -> Callable[[Findings], None]:
     """``judged(findings)``: record their figures as JUnit properties, then fail on any
     problem, else skip naming any reading NVML could not give."""
-    return lambda findings: conclude(findings, record_metric, request.node)
+
+    def conclude(findings: Findings) -> None:
+        for name, value, unit in findings.metrics:
+            record_metric(name, value, unit)
+        request.node.user_properties += findings.properties
+        if findings.problems:
+            pytest.fail("\n".join(findings.problems), pytrace=False)
+        if findings.unavailable:
+            pytest.skip("; ".join(findings.unavailable))
+
+    return conclude

@@ -15,6 +15,7 @@ A marked test runs on every rank of a world (SPMD):
 """
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +44,10 @@ MARKER_HELP = (
 )
 
 
+# What the ranks import to run tests: pytest's assertion rewriting and its skip and xfail.
+RANK_ADAPTER = "harness.plugin.on_rank"
+
+
 @dataclass(frozen=True)
 class DistSpec:
     world_size: int
@@ -65,6 +70,7 @@ class _Pools:
                 devices=chosen_devices(self.config),
                 ddp_impl=ddp_impl_spec(self.config),
                 timeout=self.config.getoption("dist_timeout"),
+                adapter=RANK_ADAPTER,
             )
         return self.pool
 
@@ -241,6 +247,44 @@ def conclude(results: list[RankResult]) -> None:
         pytest.xfail(verdict.message)
     if verdict.outcome != PASSED:
         pytest.fail(verdict.message, pytrace=False)
+
+
+@pytest.fixture
+def on_ranks(pytestconfig: pytest.Config) -> Callable[..., list[Any]]:
+    """``on_ranks(function, world_size, *, backend, **kwargs)``: ``function(dist_env=...,
+    **kwargs)`` on every rank of this process's rank pool of ``world_size`` ranks over
+    ``--devices``; the ranks' return values, in rank order.
+
+    For measurements whose figures the controller records: the test stays here and the pool
+    hands back each rank's value, which ``@pytest.mark.distributed`` tests discard. Skips
+    when the pool's layout would not use ``backend`` (ranks sharing a GPU use gloo, for one);
+    fails with the pool's message naming the ranks when any rank fails.
+    """
+
+    def run(function: Callable[..., Any], world_size: int, *, backend: str, **kwargs: Any):
+        problem = None
+        try:
+            pool = pytestconfig.stash[pools_key].get(world_size)
+        except PoolStartError as err:
+            problem = str(err)
+        if problem is not None:  # outside the except: the failure is the message, not a chain
+            pytest.fail(problem, pytrace=False)
+        if pool.backend != backend:
+            where = ", ".join(pool.layout.devices)
+            pytest.skip(
+                f"needs {backend} with one rank per GPU; {world_size} ranks on {where} use "
+                f"{pool.backend}"
+            )
+        results = pool.run(
+            function.__module__,
+            function.__qualname__,
+            kwargs,
+            timeout=pytestconfig.getoption("dist_timeout"),
+        )
+        conclude(results)
+        return [result.value for result in results]
+
+    return run
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

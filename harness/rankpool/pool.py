@@ -102,8 +102,10 @@ class RankPool:
 
     ``devices`` (a ``DeviceSet``; ``None`` for the CPU) decides each rank's device and the
     backend (see ``layout``). ``timeout`` is the default for ``run``. ``ddp_impl`` is the
-    ``--ddp-impl`` spec ranks resolve for ``DistEnv.ddp``. Not thread-safe: one ``run`` at a
-    time. Started lazily by the first ``run`` (or ``start``).
+    ``--ddp-impl`` spec ranks resolve for ``DistEnv.ddp``. ``adapter`` names a module the ranks
+    import to load and judge the functions they run (``worker``): the pytest plugin's
+    ``harness.plugin.on_rank`` for tests; None for plain functions. Not thread-safe: one
+    ``run`` at a time. Started lazily by the first ``run`` (or ``start``).
     """
 
     def __init__(
@@ -114,10 +116,12 @@ class RankPool:
         ddp_impl: str = "reference",
         timeout: float = DEFAULT_TIMEOUT,
         start_timeout: float | None = None,
+        adapter: str | None = None,
     ) -> None:
         self.layout: RankLayout = plan_ranks(devices, world_size)
         self.world_size = world_size
         self.ddp_impl = ddp_impl
+        self.adapter = adapter
         self.timeout = timeout
         self.start_timeout = start_timeout or max(MIN_START_TIMEOUT, timeout)
         self.starts = 0  # how many times ranks were started: 1 + rebuilds
@@ -293,6 +297,7 @@ class RankPool:
                     "backend": self.layout.backend,
                     "timeout": collective_timeout(self.timeout),
                     "ddp_impl": self.ddp_impl,
+                    "adapter": self.adapter,
                     "store_path": os.path.join(self._dir, "store"),
                     "stack_path": stack_path,
                     "parent_pid": os.getpid(),

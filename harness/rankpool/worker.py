@@ -7,9 +7,22 @@ SIGINT (the controller decides when ranks end), watches its parent so it never o
 controller, joins the pool's process group through a FileStore, and serves tasks one at a
 time: import the function, call it with the task's keyword arguments (and ``dist_env`` if
 the function takes one), send back a plain-data result.
+
+What a function is and what its exceptions mean is the business of an *adapter*: a module the
+pool names (``RankPool(adapter=...)``), imported once in each rank, with
+
+- ``prepare()``: called after the rank joined its process group;
+- ``load_function(module, qualname, path)``: the callable to run;
+- ``outcome(err) -> (outcome, message) | None``: how a raised exception ends the task
+  (``protocol.SKIPPED`` or ``protocol.XFAILED`` with its reason), None for a failure.
+
+The pytest plugin's adapter (``harness.plugin.on_rank``) rewrites the test module's asserts
+and reads pytest's skip and xfail exceptions; without one, functions are imported plainly and
+every exception is a failure, so this package never needs pytest.
 """
 
 import contextlib
+import importlib
 import inspect
 import os
 import signal
@@ -21,8 +34,7 @@ from datetime import timedelta
 from multiprocessing.connection import Connection
 from typing import Any
 
-from harness.rankpool import protocol, stacks
-from harness.rankpool.loading import install_assert_explanations, load_function
+from harness.rankpool import loading, protocol, stacks
 from harness.rankpool.timeouts import set_collective_timeout
 
 # A result's traceback beyond this many characters keeps its head and tail.
@@ -33,7 +45,7 @@ def bootstrap(fd: int) -> None:
     """The rank's whole life: set up, join the process group, serve tasks until told to stop.
 
     The first message on the pipe is the rank's configuration (plain data, from
-    ``RankPool``): rank, world_size, device, backend, timeout, ddp_impl, store_path,
+    ``RankPool``): rank, world_size, device, backend, timeout, ddp_impl, adapter, store_path,
     stack_path, parent_pid, pdeathsig.
     """
     conn = Connection(fd)
@@ -42,17 +54,37 @@ def bootstrap(fd: int) -> None:
     _guard_parent(config["parent_pid"], config["pdeathsig"])
     stacks.install(config["stack_path"])
     try:
+        adapter = _adapter(config.get("adapter"))
         dist_env = _join(config)
+        adapter.prepare()
     except BaseException:
         traceback.print_exc()
         conn.send({"kind": "start-failed", "traceback": traceback.format_exc()})
         _exit(1)
     conn.send({"kind": "ready", "pid": os.getpid()})
-    _serve(conn, dist_env)
+    _serve(conn, dist_env, adapter)
     _exit(0)
 
 
-def _serve(conn: Connection, dist_env: Any) -> None:
+class PlainFunctions:
+    """The adapter without one: plain imports, and every exception a failure."""
+
+    @staticmethod
+    def prepare() -> None:
+        pass
+
+    load_function = staticmethod(loading.load_function)
+
+    @staticmethod
+    def outcome(err: BaseException) -> tuple[str, str] | None:
+        return None
+
+
+def _adapter(name: str | None) -> Any:
+    return PlainFunctions if name is None else importlib.import_module(name)
+
+
+def _serve(conn: Connection, dist_env: Any, adapter: Any) -> None:
     while True:
         try:
             task = conn.recv()
@@ -61,7 +93,7 @@ def _serve(conn: Connection, dist_env: Any) -> None:
         if task["kind"] == "stop":
             _leave()
             return
-        result = run_task(task, dist_env)
+        result = run_task(task, dist_env, adapter)
         _release_cached_memory()
         _flush()
         try:
@@ -77,7 +109,7 @@ def _serve(conn: Connection, dist_env: Any) -> None:
             )
 
 
-def run_task(task: dict[str, Any], dist_env: Any) -> dict[str, Any]:
+def run_task(task: dict[str, Any], dist_env: Any, adapter: Any = PlainFunctions) -> dict[str, Any]:
     """Run one task on this rank; the result is a plain dict of ``RankResult`` fields."""
     import torch.distributed as dist
 
@@ -86,7 +118,7 @@ def run_task(task: dict[str, Any], dist_env: Any) -> dict[str, Any]:
     set_collective_timeout(task["pg_timeout"])
     result: dict[str, Any] = {"rank": dist_env.rank, "outcome": protocol.PASSED}
     try:
-        function = load_function(task["module"], task["qualname"], task.get("path"))
+        function = adapter.load_function(task["module"], task["qualname"], task.get("path"))
         kwargs = dict(task["kwargs"])
         if _takes_dist_env(function):
             kwargs["dist_env"] = dist_env
@@ -94,7 +126,7 @@ def run_task(task: dict[str, Any], dist_env: Any) -> dict[str, Any]:
         protocol.ensure_plain("the return value", value)
         result["value"] = value
     except BaseException as err:  # a test may raise anything, SystemExit included
-        result |= _describe(err)
+        result |= _describe(err, adapter.outcome(err))
     if not dist.is_initialized():
         result |= {
             "outcome": protocol.FAILED,
@@ -116,13 +148,10 @@ def _release_cached_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def _describe(err: BaseException) -> dict[str, Any]:
-    from _pytest.outcomes import Skipped, XFailed
-
-    if isinstance(err, Skipped):
-        return {"outcome": protocol.SKIPPED, "message": err.msg or "skipped"}
-    if isinstance(err, XFailed):
-        return {"outcome": protocol.XFAILED, "message": err.msg or "xfailed"}
+def _describe(err: BaseException, judged: tuple[str, str] | None) -> dict[str, Any]:
+    if judged is not None:
+        outcome, message = judged
+        return {"outcome": outcome, "message": message}
     # Drop this module's own frame: the traceback starts in the function under test.
     tb = err.__traceback__.tb_next if err.__traceback__ else None
     text = "".join(traceback.format_exception(type(err), err, tb))
@@ -174,7 +203,6 @@ def _join(config: dict[str, Any]) -> Any:
         timeout=timedelta(seconds=config["timeout"]),
         **extra,
     )
-    install_assert_explanations()
     return DistEnv(
         rank=config["rank"],
         world_size=config["world_size"],

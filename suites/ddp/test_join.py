@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from harness.ddp_checks.data import global_batch, mean_loss, shard_rows
-from harness.ddp_checks.features import require_feature
+from harness.ddp_checks.features import missing_feature
 from harness.ddp_checks.ranks import assert_same_on_every_rank
 from harness.ddp_checks.training import sgd
 from harness.models import ZOO
@@ -34,7 +34,8 @@ def _shard(dist_env, step: int, rank: int):
 def _train_with_join(dist_env) -> torch.nn.Module:
     local = ZOO["mlp"].make(DTYPE, dist_env.device)
     ddp = dist_env.ddp(local)
-    require_feature(ddp, "join", dist_env.ddp_impl)
+    if reason := missing_feature(ddp, "join", dist_env.ddp_impl):
+        pytest.skip(reason)
     optimizer = sgd(local, momentum=0.0)
     with ddp.join():
         for step in range(_batches_of(dist_env.rank)):

@@ -9,7 +9,6 @@ import pytest
 
 from harness.perf import bandwidth
 from harness.perf.collective import allreduce_on_rank
-from harness.perf.ranks import run_on_ranks
 
 
 @pytest.mark.required_check("performance.d2d_copy_bandwidth")
@@ -42,8 +41,8 @@ def test_peer_to_peer(gpu_pair, report_metric):
 
 
 @pytest.mark.required_check("performance.allreduce_busbw")
-def test_allreduce_bus_bandwidth(gpu_world, pytestconfig, report_metric):
-    ranks = run_on_ranks(pytestconfig, allreduce_on_rank, gpu_world, backend="nccl")
+def test_allreduce_bus_bandwidth(gpu_world, on_ranks, report_metric):
+    ranks = on_ranks(allreduce_on_rank, gpu_world, backend="nccl")
     problems = [rank.problem for rank in ranks if rank.problem]
     assert not problems, "\n".join(problems)
     report_metric("allreduce_busbw", ranks[0].busbw)

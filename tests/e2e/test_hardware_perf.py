@@ -67,7 +67,6 @@ FIGURES = """
 import pytest
 from harness.perf.collective import allreduce_on_rank
 from harness.perf.measurement import Measurement
-from harness.perf.ranks import run_on_ranks
 from harness.perf.timing import Timing
 
 def figure(value):
@@ -82,14 +81,13 @@ def test_below(report_metric):
 def test_no_reference(report_metric):
     report_metric("p2p_bandwidth", figure(300.0))
 
-def test_on_ranks(pytestconfig, report_metric):
-    ranks = run_on_ranks(pytestconfig, allreduce_on_rank, 2, backend="gloo",
-                         nbytes=2**20, warmup=1, repeats=3)
+def test_on_ranks(on_ranks, report_metric):
+    ranks = on_ranks(allreduce_on_rank, 2, backend="gloo", nbytes=2**20, warmup=1, repeats=3)
     assert [r.rank for r in ranks] == [0, 1] and not any(r.problem for r in ranks)
     report_metric("allreduce_busbw", ranks[0].busbw)
 
-def test_wrong_backend(pytestconfig):
-    run_on_ranks(pytestconfig, allreduce_on_rank, 2, backend="nccl")
+def test_wrong_backend(on_ranks):
+    on_ranks(allreduce_on_rank, 2, backend="nccl")
 """
 
 

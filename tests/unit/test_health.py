@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from harness.hardware import Findings, Gpu, assess, conclude, health, inventory, list_gpus
+from harness.hardware import Findings, Gpu, assess, health, inventory, list_gpus
 from harness.hardware.load import load_for
 from harness.nvml import FakeNvml, Unavailable, load_snapshot
 from harness.nvml.snapshot import LOST, XID_EVENTS
@@ -59,31 +59,6 @@ def test_a_lost_gpu_is_a_problem_of_that_gpu() -> None:
         f"{GPU0}: GPU lost (NVML_ERROR_GPU_IS_LOST reading ecc_volatile_uncorrected)"
     ]
     assert "gpu1.ecc_volatile_uncorrected" in metrics(found)
-
-
-class Node:
-    def __init__(self) -> None:
-        self.user_properties: list[tuple[str, str]] = []
-
-
-def test_conclude_records_then_fails_on_problems_before_skipping() -> None:
-    recorded: list[tuple[Any, ...]] = []
-    findings = Findings(
-        problems=["GPU 0 (...): x = 1, limit 0"],
-        unavailable=["GPU 1 (...): y unavailable (NotSupported)"],
-        metrics=[("gpu0.x", 1, "")],
-        properties=[("gpu0.note", "text")],
-    )
-    test = Node()
-    with pytest.raises(pytest.fail.Exception, match=r"x = 1, limit 0"):
-        conclude(findings, lambda *a: recorded.append(a), test)
-    assert recorded == [("gpu0.x", 1, "")]
-    assert test.user_properties == [("gpu0.note", "text")]
-    findings.problems.clear()
-    with pytest.raises(pytest.skip.Exception, match=r"y unavailable \(NotSupported\)"):
-        conclude(findings, lambda *a: None, Node())
-    findings.unavailable.clear()
-    conclude(findings, lambda *a: None, Node())  # a pass
 
 
 # ---- inventory ---------------------------------------------------------------------------

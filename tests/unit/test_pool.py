@@ -18,6 +18,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
+from harness.plugin.rank_tests import RANK_ADAPTER
 from harness.rankpool.pool import RankPool
 from harness.rankpool.protocol import DIED, FAILED, HUNG, PASSED, SKIPPED, NotPlainData
 from harness.rankpool.verdict import judge
@@ -89,7 +90,8 @@ def rank_pid(dist_env):
 
 @pytest.fixture(scope="module")
 def pool():
-    with RankPool(2, timeout=60) as pool:
+    """The pool as the plugin runs tests on it: with pytest's adapter on the ranks."""
+    with RankPool(2, timeout=60, adapter=RANK_ADAPTER) as pool:
         yield pool
 
 
@@ -135,6 +137,13 @@ def test_skip_in_a_rank_is_a_skip_and_keeps_the_pool(pool):
     assert verdict.outcome == SKIPPED
     assert verdict.message == "rank 1: rank 1 has nothing to check"
     assert pool.pids == pids
+
+
+def test_without_an_adapter_the_ranks_know_no_pytest_and_a_skip_is_an_exception():
+    with RankPool(2, timeout=60) as plain:
+        results = run(plain, "rank_skip")
+    assert [r.outcome for r in results] == [PASSED, FAILED]
+    assert results[1].message.startswith("Skipped: rank 1 has nothing to check")
 
 
 def test_exception_names_the_rank_with_its_traceback_and_frees_the_waiting_rank(pool):
