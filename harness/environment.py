@@ -1,18 +1,41 @@
-"""Facts about the node and the software stack, for the report header and JUnit properties.
+"""Facts about the host and the software stack, for the report header and JUnit properties, and
+the process environment the harness sets before any test runs.
 
-Host facts never touch CUDA. GPU facts read device properties, which initialises
-CUDA, so they are asked for only once the devices are chosen.
+Host facts never touch CUDA.
 """
 
 import functools
+import os
 import socket
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
+from importlib import metadata
 
 import torch
 
-from harness.devices import DeviceSet
+from harness import properties
 
 NOT_AVAILABLE = "n/a"
+UNSET = "(unset)"
+
+# Set (unless the user set them) before anything initialises CUDA or runs a matmul:
+# - CUDA_DEVICE_ORDER: CUDA numbers GPUs in PCI bus order, as nvidia-smi and NVML do, rather
+#   than fastest first;
+# - CUBLAS_WORKSPACE_CONFIG: torch refuses deterministic cuBLAS matmuls (the cross-GPU
+#   agreement check) unless it fixes cuBLAS's workspace, and reads it once, at the process's
+#   first cuBLAS call, so it must be set before any test runs one.
+PROCESS_ENVIRONMENT = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
+
+
+def prepare_environment(environ: MutableMapping[str, str] = os.environ) -> None:
+    """Set ``PROCESS_ENVIRONMENT``'s variables the user has not set."""
+    for name, value in PROCESS_ENVIRONMENT.items():
+        environ.setdefault(name, value)
+
+
+def recorded_environment(environ: Mapping[str, str] = os.environ) -> list[properties.Property]:
+    """``env.<NAME>`` for each variable of ``properties.ENVIRONMENT``, ``(unset)`` if unset."""
+    return [(properties.env(name), environ.get(name, UNSET)) for name in properties.ENVIRONMENT]
 
 
 @dataclass(frozen=True)
@@ -25,24 +48,11 @@ class HostFacts:
     cudnn: str | None
     nccl: str | None
     driver: str | None
+    nvidia_ml_py: str | None = None
 
     def versions(self) -> dict[str, str]:
-        """Component versions by name, ``n/a`` where absent, in report order."""
-        versions = {
-            "torch": self.torch,
-            "cuda": self.cuda,
-            "cudnn": self.cudnn,
-            "nccl": self.nccl,
-            "driver": self.driver,
-        }
-        return {name: version or NOT_AVAILABLE for name, version in versions.items()}
-
-
-@dataclass(frozen=True)
-class GpuFacts:
-    index: int
-    name: str
-    uuid: str
+        """Component versions by name (``properties.VERSIONS``), ``n/a`` where absent."""
+        return {name: getattr(self, name) or NOT_AVAILABLE for name in properties.VERSIONS}
 
 
 @functools.cache
@@ -56,15 +66,15 @@ def host_facts() -> HostFacts:
         cudnn=_cudnn_version() if cuda else None,
         nccl=_nccl_version() if cuda else None,
         driver=driver_version(),
+        nvidia_ml_py=_distribution_version("nvidia-ml-py"),
     )
 
 
-@functools.cache
-def gpu_facts(devices: DeviceSet) -> tuple[GpuFacts, ...]:
-    """Name and UUID of each distinct GPU in ``devices``, by visible index; empty for CPU."""
-    if devices.kind != "cuda":
-        return ()
-    return tuple(_gpu(index) for index in dict.fromkeys(devices.device_ids))
+def _distribution_version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def driver_version() -> str | None:
@@ -101,12 +111,3 @@ def _nccl_version() -> str | None:
     except (AttributeError, RuntimeError):  # a build without NCCL
         return None
     return ".".join(map(str, version)) if isinstance(version, tuple) else str(version)
-
-
-def _gpu(index: int) -> GpuFacts:
-    props = torch.cuda.get_device_properties(index)
-    uuid = str(props.uuid)
-    # torch prints the bare UUID; nvidia-smi, NVML and CUDA_VISIBLE_DEVICES use "GPU-<uuid>".
-    if torch.version.hip is None and not uuid.startswith("GPU-"):
-        uuid = f"GPU-{uuid}"
-    return GpuFacts(index=index, name=props.name, uuid=uuid)

@@ -2,9 +2,11 @@
 
 ``write_fleet(directory, nodes=8, gpus=8, ...)`` writes one pytest xunit2 file per node
 (``junit-<host>.xml``), with the suite properties of ``harness.plugin.junit`` and
-``harness.plugin.node_report`` (``host``, ``node.host``, ``node.gpu.<i>.*``, versions, ``profile``)
-and per-test properties as ``report_metric``/``check_metric`` record them (``metric.<name>`` with
-``.reference``, ``.tolerance``, ``.verdict``, plus ``gpu`` labels and timing details). With
+``harness.plugin.node_report`` (``host``, ``node.host``, ``node.gpu.<i>.*``, ``gpu.<i>.*``,
+versions, ``profile``) and per-test properties as the ``figures`` fixture records them
+(``metric.<name>`` with ``.reference``, ``.tolerance``, ``.verdict`` and ``.gpu``, plus ``gpu``
+labels and timing details); names from ``harness.properties``, GPUs as ``harness.gpus.Gpu``
+labels them (NVML and CUDA indices equal, as on a node without ``CUDA_VISIBLE_DEVICES``). With
 ``ranks`` each node also gets torchrun's per-rank files ``junit-<host>-rank<R>.xml`` carrying
 ``rank``/``world_size``/``local_rank``.
 
@@ -28,6 +30,9 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from harness import properties as names
+from harness.gpus import Gpu
 
 H100 = "NVIDIA H100 80GB HBM3"
 H200 = "NVIDIA H200"
@@ -56,7 +61,7 @@ GPU_FIGURES = {
         "-20%/+15% (warn beyond 10%)",
     ),
 }
-# Reference figures of an H200 node (DESIGN.md's measured ceilings).
+# Reference figures of an H200 node (the shipped h200 profiles').
 H200_REFERENCES = {
     "d2d_copy_bandwidth": 4200.0,
     "h2d_pinned_bandwidth": 55.0,
@@ -169,8 +174,15 @@ class _Node:
     def pci(self, gpu: int) -> str:
         return f"00000000:{PCI_BUSES[gpu % len(PCI_BUSES)]}:00.0"
 
+    def gpu(self, gpu: int) -> Gpu:
+        return Gpu(self.uuid(gpu), self.model, self.pci(gpu), gpu, gpu)
+
     def label(self, gpu: int) -> str:
-        return f"cuda:{gpu} ({self.model}, {self.uuid(gpu)}, {self.pci(gpu)})"
+        return self.gpu(gpu).label
+
+    def owner(self, metric: str, *gpus: int) -> tuple[str, str]:
+        uuids = ",".join(self.uuid(gpu) for gpu in gpus)
+        return names.figure(metric, names.FIGURE_GPU), uuids
 
     def properties(self) -> list[tuple[str, str]]:
         props = [
@@ -182,9 +194,10 @@ class _Node:
         ]
         for gpu in range(self.gpus):
             props += [
-                (f"node.gpu.{gpu}.name", self.model),
-                (f"node.gpu.{gpu}.uuid", self.uuid(gpu)),
-                (f"node.gpu.{gpu}.pci_bus_id", self.pci(gpu)),
+                (names.node_gpu(gpu, "name"), self.model),
+                (names.node_gpu(gpu, "uuid"), self.uuid(gpu)),
+                (names.node_gpu(gpu, "pci_bus_id"), self.pci(gpu)),
+                (names.node_gpu(gpu, "cuda_index"), str(gpu)),
             ]
         devices = ",".join(str(gpu) for gpu in range(self.gpus))
         props += [
@@ -200,7 +213,12 @@ class _Node:
             ("harness", "0.1.0"),
         ]
         for gpu in range(self.gpus):
-            props += [(f"gpu.{gpu}.name", self.model), (f"gpu.{gpu}.uuid", self.uuid(gpu))]
+            props += [
+                (names.cuda_gpu(gpu, "name"), self.model),
+                (names.cuda_gpu(gpu, "uuid"), self.uuid(gpu)),
+                (names.cuda_gpu(gpu, "pci_bus_id"), self.pci(gpu)),
+                (names.cuda_gpu(gpu, "nvml_index"), str(gpu)),
+            ]
         profile = "h200-sxm-8x" if "H200" in self.model else "h100-sxm-8x"
         return [*props, ("profile", profile), ("acceptance", "true")]
 
@@ -228,15 +246,14 @@ class _Node:
                     cases.append(case)
                     continue
                 value = reference * (0.7 if failing else self.factor(gpu))
-                case.properties += _measurement(metric, value)
                 judged = _judged(metric, value, unit, reference, tolerance)
-                case.properties += judged
+                case.properties += [*judged, self.owner(metric, gpu), *_measurement(metric, value)]
                 if judged[-1][1] == "fail":  # as check_metric does: a failing verdict fails
                     side, bound = ("below", 0.8) if value < reference else ("above", 1.15)
                     limit = reference * bound
                     message = (
-                        f"{metric}: {value:.6g} {unit}: fail, {side} {limit:.6g} {unit} "
-                        f"(reference {reference:.6g} {unit}, {tolerance})"
+                        f"{self.label(gpu)}: {metric}: {value:.6g} {unit}: fail, {side} "
+                        f"{limit:.6g} {unit} (reference {reference:.6g} {unit}, {tolerance})"
                     )
                     case.result = ("failure", message, message)
                 cases.append(case)
@@ -250,7 +267,10 @@ class _Node:
                         ("gpu.destination", self.label(destination)),
                     ]
                     figure = value * min(self.factor(source), self.factor(destination))
-                    case.properties.append((f"metric.{metric}", f"{figure:.6g} {unit}"))
+                    case.properties += [
+                        (names.figure(metric), f"{figure:.6g} {unit}"),
+                        self.owner(metric, source, destination),
+                    ]
                     cases.append(case)
         check, metric, value = ALLREDUCE
         case = self.case(check, 3.0)
@@ -271,14 +291,11 @@ class _Node:
         case = self.case("suites.hardware.test_health::test_no_uncorrectable_ecc_errors", 0.02)
         for gpu in range(self.gpus):
             errors = 2 if faulty and gpu == 3 else 0
-            case.properties += [
-                (f"metric.gpu{gpu}.ecc_volatile_uncorrected", str(errors)),
-                (f"metric.gpu{gpu}.ecc_aggregate_uncorrected", str(errors)),
-            ]
+            for reading in ("ecc_volatile_uncorrected", "ecc_aggregate_uncorrected"):
+                figure = names.gpu_figure(gpu, reading)
+                case.properties += [(names.figure(figure), str(errors)), self.owner(figure, gpu)]
         if faulty:
-            message = (
-                f"GPU 3 ({self.uuid(3)}, {self.pci(3)}): ecc_volatile_uncorrected = 2, limit 0"
-            )
+            message = f"{self.label(3)}: ecc_volatile_uncorrected = 2, limit 0"
             case.result = ("failure", message, message)
         return case
 

@@ -2,6 +2,5 @@
 snapshot), named the same way in every failure. The suites in ``suites/hardware`` run them."""
 
 from harness.hardware.findings import Findings, GpuCheck, Judge, assess
-from harness.hardware.gpus import Gpu, list_gpus
 
-__all__ = ["Findings", "Gpu", "GpuCheck", "Judge", "assess", "list_gpus"]
+__all__ = ["Findings", "GpuCheck", "Judge", "assess"]

@@ -12,16 +12,20 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.hardware.gpus import Gpu
+from harness import properties as names
+from harness.gpus import Gpu
 from harness.nvml import GpuLostError, Nvml, Unavailable
+
+# A figure: name, value, unit, and the GPU it belongs to (None: the node).
+Figure = tuple[str, float, str, Gpu | None]
 
 
 @dataclass
 class Findings:
     problems: list[str] = field(default_factory=list)
     unavailable: list[str] = field(default_factory=list)
-    metrics: list[tuple[str, float, str]] = field(default_factory=list)  # name, value, unit
-    properties: list[tuple[str, str]] = field(default_factory=list)  # facts that are not numbers
+    metrics: list[Figure] = field(default_factory=list)
+    properties: list[names.Property] = field(default_factory=list)  # facts, not numbers
 
 
 class GpuCheck:
@@ -55,12 +59,18 @@ class GpuCheck:
         self.findings.problems.append(f"{self.gpu.label}: {text}")
 
     def metric(self, name: str, value: float, unit: str = "") -> None:
-        """A figure, recorded as ``gpu<index>.<name>``; booleans as 0 or 1."""
+        """A figure of this GPU, named ``gpu<NVML index>.<name>``; booleans as 0 or 1."""
         number = int(value) if isinstance(value, bool) else value
-        self.findings.metrics.append((f"gpu{self.gpu.index}.{name}", number, unit))
+        figure = names.gpu_figure(self._index, name)
+        self.findings.metrics.append((figure, number, unit, self.gpu))
 
     def fact(self, name: str, value: str) -> None:
-        self.findings.properties.append((f"gpu{self.gpu.index}.{name}", value))
+        self.findings.properties.append((names.gpu_fact(self._index, name), value))
+
+    @property
+    def _index(self) -> int:
+        assert self.gpu.nvml_index is not None, "hardware checks judge the GPUs NVML lists"
+        return self.gpu.nvml_index
 
 
 Judge = Callable[[GpuCheck], None]

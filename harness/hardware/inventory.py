@@ -1,14 +1,14 @@
 """Inventory judgements: does the node have what its profile says? Each judge reads one GPU;
 ``gpu_count`` and ``driver`` are node-wide."""
 
+from harness.gpus import Gpu
 from harness.hardware.findings import Findings, GpuCheck, Judge
-from harness.hardware.gpus import Gpu
 from harness.nvml import Unavailable
 from harness.profiles import Profile, version_tuple
 
 
 def gpu_count(gpus: list[Gpu], profile: Profile) -> Findings:
-    findings = Findings(metrics=[("gpu_count", len(gpus), "")])
+    findings = Findings(metrics=[("gpu_count", len(gpus), "", None)])
     expected = profile.inventory.gpu_count
     if len(gpus) != expected:
         listed = ", ".join(gpu.label for gpu in gpus) or "none"

@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
-from harness.hardware.gpus import Gpu
-from harness.nvml import Nvml, RealNvml, torch_to_nvml
+from harness.gpus import Gpu
+from harness.nvml import Nvml, RealNvml
 
 SETTLE_S = 0.2  # the link retrains in milliseconds; the performance state follows the load
 
@@ -41,22 +41,23 @@ def busy(index: int, settle_s: float = SETTLE_S) -> Iterator[None]:
 
 
 def load_for(nvml: Nvml) -> Callable[[Gpu], AbstractContextManager[Any]]:
-    """For each GPU, a context that loads it: ``busy`` on the real NVML's GPUs that torch can
-    reach, found by UUID; nothing for a snapshot (judged as recorded) or a GPU torch cannot
-    see (judged idle, which the PCIe check says)."""
-    indices: dict[str, int] = {}
-    if isinstance(nvml, RealNvml):
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                mapping = torch_to_nvml(range(torch.cuda.device_count()), nvml.gpu_uuids())
-                indices = {uuid: index for index, uuid in mapping.items()}
-        except (ImportError, LookupError, RuntimeError):
-            indices = {}  # MIG devices or a broken CUDA: read the links as they are
+    """For each GPU, a context that loads it: ``busy`` on a real NVML's GPUs that CUDA shows
+    this process (``Gpu.cuda_index``); nothing for a snapshot (judged as recorded) or a GPU
+    CUDA cannot reach (judged idle, which the PCIe check says)."""
+    real = isinstance(nvml, RealNvml) and _cuda_available()
 
     def around(gpu: Gpu) -> AbstractContextManager[Any]:
-        index = indices.get(gpu.uuid)
-        return nullcontext() if index is None else busy(index)
+        if not real or gpu.cuda_index is None:
+            return nullcontext()
+        return busy(gpu.cuda_index)
 
     return around
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except (ImportError, RuntimeError):  # a broken CUDA: read the links as they are
+        return False

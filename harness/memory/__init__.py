@@ -1,8 +1,8 @@
 """Memory tools for the memory suites (``suites/memory``).
 
 - ``device``: the ``DeviceMemory`` interface, ``CudaMemory`` over torch's caching allocator,
-  ``memory_cap`` (``set_per_process_memory_fraction`` with restore), GPU labels;
-- ``usable``: how much one process can allocate, judged against a profile's minimum;
+  ``memory_cap`` (``set_per_process_memory_fraction`` with restore), the search's cap;
+- ``usable``: how much one process can allocate;
 - ``patterns``: the pattern memory test (write, read back, first bad offset);
 - ``search``: the largest batch that fits, out-of-memory as the signal;
 - ``growth``: memory growth across training iterations;

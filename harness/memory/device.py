@@ -17,13 +17,10 @@ What torch's numbers mean (PyTorch 2.x):
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Protocol
 
 import torch
 
-from harness.devices import DeviceSet
-from harness.environment import gpu_facts
 from harness.memory.sizes import GIB, format_size
 
 
@@ -120,23 +117,6 @@ def memory_cap(memory: DeviceMemory, cap: int) -> Iterator[int]:
         memory.set_fraction(previous)
 
 
-@dataclass(frozen=True)
-class Gpu:
-    """One GPU under test: its torch index, its label for messages, its memory."""
-
-    index: int
-    label: str
-    memory: CudaMemory
-
-    @property
-    def device(self) -> torch.device:
-        return self.memory.device
-
-    @classmethod
-    def of(cls, devices: DeviceSet, index: int) -> "Gpu":
-        return cls(index, gpu_label(devices, index), CudaMemory(index))
-
-
 # Memory cuBLAS and cuDNN take for themselves, outside torch's allocator, when they create a
 # handle or a plan: kept free under a cap, because running out there is a library error
 # (CUBLAS_STATUS_ALLOC_FAILED), not a clean torch.OutOfMemoryError.
@@ -194,21 +174,3 @@ def cap_unsupported() -> str | None:
             "cap here assumes; the native caching allocator is needed"
         )
     return None
-
-
-def distinct_gpus(devices: DeviceSet) -> list[int]:
-    """The GPU indices of ``devices``, each once, in order; empty on CPU devices."""
-    if devices.kind != "cuda":
-        return []
-    return list(dict.fromkeys(devices.device_ids))
-
-
-def gpu_label(devices: DeviceSet, index: int) -> str:
-    """``GPU 0 (GPU-5f0c..., 00000000:1A:00.0)``: index, UUID and PCI bus id."""
-    uuid = next((gpu.uuid for gpu in gpu_facts(devices) if gpu.index == index), "UUID n/a")
-    props = torch.cuda.get_device_properties(index)
-    parts = [
-        getattr(props, name, None) for name in ("pci_domain_id", "pci_bus_id", "pci_device_id")
-    ]
-    bus = "PCI bus id n/a" if None in parts else "{:08X}:{:02X}:{:02X}.0".format(*parts)
-    return f"GPU {index} ({uuid}, {bus})"

@@ -18,7 +18,6 @@ from harness.nvml.interface import (
     Reading,
     Unavailable,
 )
-from harness.nvml.mapping import normalise_uuid, torch_to_nvml
 from harness.nvml.real import RealNvml
 from harness.nvml.snapshot import (
     FORMAT,
@@ -47,8 +46,6 @@ __all__ = [
     "SnapshotError",
     "Unavailable",
     "load_snapshot",
-    "normalise_uuid",
     "take_snapshot",
-    "torch_to_nvml",
     "write_snapshot",
 ]

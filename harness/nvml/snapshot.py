@@ -290,16 +290,21 @@ def load_snapshot(path: str | os.PathLike[str]) -> Snapshot:
         raise SnapshotError(
             f"{path}: cannot read: {getattr(err, 'strerror', None) or err}"
         ) from None
+    return parse_snapshot(text, str(path))
+
+
+def parse_snapshot(text: str, where: str) -> Snapshot:
+    """The snapshot in JSON ``text``, read from ``where`` (named in every error)."""
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
         raise SnapshotError(
-            f"{path}: not valid JSON: {err.msg} at line {err.lineno} column {err.colno}"
+            f"{where}: not valid JSON: {err.msg} at line {err.lineno} column {err.colno}"
         ) from None
     try:
         return from_json(data)
     except _Invalid as err:
-        raise SnapshotError(f"{path}: {err}") from None
+        raise SnapshotError(f"{where}: {err}") from None
 
 
 __all__ = [
@@ -311,4 +316,5 @@ __all__ = [
     "Snapshot",
     "SnapshotError",
     "load_snapshot",
+    "parse_snapshot",
 ]

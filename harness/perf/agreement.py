@@ -12,22 +12,14 @@ import contextlib
 import ctypes
 import functools
 import hashlib
-import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from harness.devices import DeviceSet
+from harness.gpus import Gpu
 from harness.perf.compute import full_fp32_matmul
-from harness.perf.gpus import distinct_gpus, gpu_label
-
-# torch reads CUBLAS_WORKSPACE_CONFIG once, at the process's first cuBLAS matmul, and from then
-# on refuses deterministic matmuls if it was unset (aten's alertCuBLASConfigNotDeterministic
-# caches the check in a static). Setting it inside ``deterministic()`` would be too late after
-# any earlier matmul (a data-parallel suite, the matmul benchmark), so it is set on import: at
-# collection, before any test runs. A value the user set is kept.
-os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 SEED = 4242
 # Rows and features. On a GPU, more output tiles than the GPU has SMs, so every SM computes
@@ -41,7 +33,9 @@ def deterministic() -> Iterator[None]:
     """Deterministic algorithms and full fp32 matmuls inside; previous settings restored.
 
     torch refuses deterministic CUDA matmuls unless CUBLAS_WORKSPACE_CONFIG fixes cuBLAS's
-    workspace: this module sets it on import (see there).
+    workspace, and reads it once, at the process's first cuBLAS call: it must be set before any
+    matmul of the process (``harness.environment.prepare_environment``, which the plugin calls
+    at configure time).
     """
     enabled = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
@@ -151,10 +145,11 @@ def run_everywhere(
     return compare({label: compute(device, dtype) for label, device in devices.items()})
 
 
-def devices_to_compare(devices: DeviceSet) -> dict[str, torch.device]:
-    """Each distinct GPU by its label; on CPU, each virtual device (all the one CPU)."""
+def devices_to_compare(devices: DeviceSet, gpus: Sequence[Gpu] = ()) -> dict[str, torch.device]:
+    """Each of ``gpus`` (the distinct GPUs of CUDA ``devices``) by its label; on CPU, each
+    virtual device (all the one CPU)."""
     if devices.kind == "cuda":
-        return {gpu_label(gpu): gpu for gpu in distinct_gpus(devices)}
+        return {gpu.label: gpu.device for gpu in gpus}
     return {f"virtual cpu device {i}": device for i, device in enumerate(devices.devices)}
 
 

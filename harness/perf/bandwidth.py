@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from harness.perf.formulas import bandwidth_gbs
-from harness.perf.gpus import gpu_label
+from harness.perf.gpus import Target, place
 from harness.perf.measurement import Measurement
 from harness.perf.pattern import find_mismatch, pattern
 from harness.perf.sizes import COPY_BYTES, HOST_COPY_BYTES, REPEATS, WARMUP, describe_bytes
@@ -46,16 +46,17 @@ class CopyResult:
 
 
 def device_copy(
-    device: torch.device,
+    target: Target,
     nbytes: int = COPY_BYTES,
     *,
     copy: Copy = tensor_copy,
     warmup: int = WARMUP,
     repeats: int = REPEATS,
 ) -> CopyResult:
-    """Copy within ``device``'s memory; read and written bytes counted (2 x ``nbytes``)."""
+    """Copy within the device's memory; read and written bytes counted (2 x ``nbytes``)."""
+    device, label = place(target)
     return _copy(
-        f"copy within {gpu_label(device)}",
+        f"copy within {label}",
         source=pattern(nbytes, SEED, device),
         destination=pattern(nbytes, STALE_SEED, device),
         timed_on=device,
@@ -68,37 +69,38 @@ def device_copy(
 
 
 def host_to_device(
-    device: torch.device,
+    target: Target,
     nbytes: int = HOST_COPY_BYTES,
     *,
     copy: Copy = tensor_copy,
     warmup: int = WARMUP,
     repeats: int = REPEATS,
 ) -> CopyResult:
-    """Pinned host memory to ``device`` (pinned only for a GPU; the CPU has nothing to pin)."""
-    return _host_link(device, nbytes, to_device=True, copy=copy, warmup=warmup, repeats=repeats)
+    """Pinned host memory to the device (pinned only for a GPU; the CPU has nothing to pin)."""
+    return _host_link(target, nbytes, to_device=True, copy=copy, warmup=warmup, repeats=repeats)
 
 
 def device_to_host(
-    device: torch.device,
+    target: Target,
     nbytes: int = HOST_COPY_BYTES,
     *,
     copy: Copy = tensor_copy,
     warmup: int = WARMUP,
     repeats: int = REPEATS,
 ) -> CopyResult:
-    """``device`` to pinned host memory."""
-    return _host_link(device, nbytes, to_device=False, copy=copy, warmup=warmup, repeats=repeats)
+    """The device to pinned host memory."""
+    return _host_link(target, nbytes, to_device=False, copy=copy, warmup=warmup, repeats=repeats)
 
 
 def _host_link(
-    device: torch.device, nbytes: int, *, to_device: bool, copy: Copy, warmup: int, repeats: int
+    target: Target, nbytes: int, *, to_device: bool, copy: Copy, warmup: int, repeats: int
 ) -> CopyResult:
+    device, label = place(target)
     pin = device.type == "cuda"
     host = pattern(nbytes, SEED if to_device else STALE_SEED, HOST, pin=pin)
     gpu = pattern(nbytes, STALE_SEED if to_device else SEED, device)
     source, destination = (host, gpu) if to_device else (gpu, host)
-    ends = ("pinned host", gpu_label(device))
+    ends = ("pinned host", label)
     return _copy(
         " -> ".join(ends if to_device else reversed(ends)),
         source=source,
@@ -116,8 +118,8 @@ def _host_link(
 
 
 def peer_copy(
-    source: torch.device,
-    destination: torch.device,
+    source: Target,
+    destination: Target,
     nbytes: int = COPY_BYTES,
     *,
     copy: Copy = tensor_copy,
@@ -130,16 +132,17 @@ def peer_copy(
     barrier with the destination's), so the events are recorded there. Without peer access
     the driver stages the copy through host memory, and the figure shows it.
     """
+    (src, src_label), (dst, dst_label) = place(source), place(destination)
     return _copy(
-        f"{gpu_label(source)} -> {gpu_label(destination)}",
-        source=pattern(nbytes, SEED, source),
-        destination=pattern(nbytes, STALE_SEED, destination),
-        timed_on=source,
+        f"{src_label} -> {dst_label}",
+        source=pattern(nbytes, SEED, src),
+        destination=pattern(nbytes, STALE_SEED, dst),
+        timed_on=src,
         counted=nbytes,
         details=(
             ("size", describe_bytes(nbytes)),
-            ("direction", f"{source} -> {destination}"),
-            ("peer_access", _peer_access(source, destination)),
+            ("direction", f"{src} -> {dst}"),
+            ("peer_access", _peer_access(src, dst)),
         ),
         copy=copy,
         warmup=warmup,

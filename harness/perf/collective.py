@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import torch
 
 from harness.perf.formulas import allreduce_bandwidths
-from harness.perf.gpus import gpu_label
 from harness.perf.measurement import Measurement
 from harness.perf.sizes import ALLREDUCE_BYTES, REPEATS, WARMUP, describe_bytes
 from harness.perf.timing import Timing, measure, timer_for
@@ -26,7 +25,7 @@ class AllReduceResult:
     """One rank's view: the world's figure (the same on every rank) and this rank's check."""
 
     rank: int
-    device: str  # the rank's GPU, as ``gpu_label`` names it
+    device: str  # the rank's device, as messages name it (its GPU's label, where given)
     busbw: Measurement  # GB/s
     wrong_elements: int  # elements of the received sum that differ from the true sum
     elements: int
@@ -42,9 +41,15 @@ class AllReduceResult:
 
 
 def allreduce_on_rank(
-    dist_env, nbytes: int = ALLREDUCE_BYTES, warmup: int = WARMUP, repeats: int = REPEATS
+    dist_env,
+    nbytes: int = ALLREDUCE_BYTES,
+    warmup: int = WARMUP,
+    repeats: int = REPEATS,
+    labels: dict[str, str] | None = None,
 ) -> AllReduceResult:
-    """Measure on this rank; every rank of the default process group must call it."""
+    """Measure on this rank; every rank of the default process group must call it. ``labels``
+    name the ranks' devices in messages (``{"cuda:0": "GPU 2 (cuda:0, ...)"}``): the
+    controller's GPU labels, since the ranks see the same CUDA numbering."""
     import torch.distributed as dist
 
     device, rank, world = dist_env.device, dist_env.rank, dist_env.world_size
@@ -67,8 +72,9 @@ def allreduce_on_rank(
         ("algbw", f"{algbw:.6g} GB/s"),
         ("time", "per repeat averaged over ranks, median of repeats"),
     )
+    where = (labels or {}).get(str(device), str(device))
     return AllReduceResult(
-        rank, gpu_label(device), Measurement(busbw, "GB/s", averaged, details), wrong, elements
+        rank, where, Measurement(busbw, "GB/s", averaged, details), wrong, elements
     )
 
 

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import torch
 
 from harness.perf.formulas import matmul_flops, tflops
+from harness.perf.gpus import Target, place
 from harness.perf.measurement import Measurement
 from harness.perf.sizes import MATMUL_REPEATS, MATMUL_SIZE, WARMUP
 from harness.perf.timing import measure, timer_for
@@ -31,14 +32,15 @@ def full_fp32_matmul() -> Iterator[None]:
 
 
 def matmul_throughput(
-    device: torch.device,
+    target: Target,
     dtype: torch.dtype,
     size: int = MATMUL_SIZE,
     *,
     warmup: int = WARMUP,
     repeats: int = MATMUL_REPEATS,
 ) -> Measurement:
-    """TFLOP/s of ``size`` x ``size`` @ ``size`` x ``size`` in ``dtype`` on ``device``."""
+    """TFLOP/s of ``size`` x ``size`` @ ``size`` x ``size`` in ``dtype`` on the device."""
+    device, _ = place(target)
     generator = torch.Generator(device=device).manual_seed(SEED)
     a = torch.randn(size, size, dtype=dtype, device=device, generator=generator)
     b = torch.randn(size, size, dtype=dtype, device=device, generator=generator)

@@ -1,12 +1,16 @@
-"""Which GPUs a run measures, and how a message names one."""
+"""Which GPUs a run measures, and what a measurement runs on."""
 
 import itertools
-from functools import cache
+from collections.abc import Sequence
+from typing import TypeVar
 
 import torch
 
 from harness.devices import DeviceSet
+from harness.gpus import Gpu
 from harness.rankpool import torchrun
+
+T = TypeVar("T")
 
 UNDER_TORCHRUN = (
     "performance is measured by one plain pytest per node: under torchrun every rank would "
@@ -34,25 +38,18 @@ def needs_gpus(devices: DeviceSet, count: int) -> str | None:
     return None
 
 
-def ordered_pairs(gpus: list[torch.device]) -> list[tuple[torch.device, torch.device]]:
+def ordered_pairs(gpus: Sequence[T]) -> list[tuple[T, T]]:
     """Every (source, destination) pair of distinct GPUs: both directions of each link."""
     return list(itertools.permutations(gpus, 2))
 
 
-@cache
-def gpu_label(device: torch.device) -> str:
-    """``cuda:3 (NVIDIA H200, GPU-5f0c..., 00000000:1A:00.0)``: the index alone is not enough,
-    since CUDA_VISIBLE_DEVICES renumbers GPUs; ``cpu`` for the CPU."""
-    if device.type != "cuda":
-        return str(device)
-    props = torch.cuda.get_device_properties(device)
-    uuid = str(props.uuid)
-    if not uuid.startswith("GPU-"):  # torch prints the bare UUID; NVML and nvidia-smi prefix it
-        uuid = f"GPU-{uuid}"
-    parts = [getattr(props, f"pci_{part}_id", None) for part in ("domain", "bus", "device")]
-    if all(isinstance(part, int) for part in parts):  # torch builds before 2.5 lack them
-        domain, bus, slot = parts
-        pci = f"{domain:08X}:{bus:02X}:{slot:02X}.0"  # NVIDIA GPUs are PCI function 0
-    else:
-        pci = "PCI bus id unknown"
-    return f"{device} ({props.name}, {uuid}, {pci})"
+# What a measurement runs on: a GPU of the node (named by its label) or a plain torch device
+# (the CPU, in the unit tests; named as torch names it).
+Target = Gpu | torch.device
+
+
+def place(target: Target) -> tuple[torch.device, str]:
+    """The device to measure on, and how messages name it."""
+    if isinstance(target, Gpu):
+        return target.device, target.label
+    return target, str(target)

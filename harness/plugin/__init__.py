@@ -1,23 +1,29 @@
-"""The harness's pytest plugin: ``--devices``, ``--dp-impl``, fixtures, header and JUnit facts.
+"""The harness's pytest plugin: options, fixtures, markers, header and JUnit facts.
 
 Loaded by name through the ``pytest11`` entry point (``harness.entry_point``), the checkout's
 conftest.py, or ``-p harness.plugin``; pytest registers it once whichever routes are active.
+Each part registers its own options and keeps its state in ``config.stash``:
+
+- ``options``: ``--devices``, ``--dp-impl``, ``--ddp-impl``; the process environment;
+- ``profile``: ``--profile`` (a name, a path or ``auto``), ``--acceptance``, ``required_check``;
+- ``node``: ``--fake-node``, NVML, the node's GPUs; ``node_report``: them in header and JUnit;
+- ``figures``: recording and judging measured figures;
+- ``fixtures``: the devices and DataParallel implementation under test;
+- ``rank_tests`` and ``on_rank``: tests on the rank pool or torchrun ranks;
+- ``memory``: the memory suites' options;
+- ``header``: the report header; ``junit``: the one place touching pytest's junitxml;
+- ``hooks``: the hooks this plugin declares.
 """
-
-import os
-
-# Set before anything initialises CUDA, so GPU indices follow PCI bus order as in
-# nvidia-smi rather than CUDA's fastest-first order.
-os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
 
 pytest_plugins = [
     "harness.plugin.options",
+    "harness.plugin.node",
     "harness.plugin.profile",
+    "harness.plugin.figures",
     "harness.plugin.fixtures",
     "harness.plugin.header",
     "harness.plugin.junit",
     "harness.plugin.rank_tests",
-    "harness.plugin.node",
     "harness.plugin.memory",
     "harness.plugin.node_report",
 ]

@@ -6,8 +6,8 @@ All are validated at configure time; a bad value is one usage error line naming 
 """
 
 import pytest
-from _pytest.junitxml import xml_key
 
+from harness import properties
 from harness.impl import ImplSpecError, load_callable
 from harness.memory.sizes import SizeError, format_size, parse_size
 from harness.models import MEMORY_ZOO, ModelSpec
@@ -108,13 +108,9 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(err)) from None
 
 
-def pytest_sessionstart(session: pytest.Session) -> None:
-    config = session.config
-    xml = config.stash.get(xml_key, None)
+def pytest_harness_suite_properties(config: pytest.Config) -> list[properties.Property]:
     limit = config.stash.get(memory_limit_key, None)
-    if xml is None or hasattr(config, "workerinput") or limit is None:
-        return
-    xml.add_global_property("memory_limit", format_size(limit))
+    return [] if limit is None else [(properties.MEMORY_LIMIT, format_size(limit))]
 
 
 @pytest.fixture(scope="session")

@@ -1,14 +1,21 @@
-"""The node under test as NVML sees it: ``--fake-node FILE``, the ``nvml`` and ``node_gpus``
-fixtures, and what the hardware suites need around them.
+"""The node under test: ``--fake-node``, its NVML, its GPUs, and the fixtures of the hardware
+suites.
 
-With ``--fake-node`` every NVML reading comes from that snapshot (see README, "Node snapshots")
-through ``FakeNvml``; otherwise from the real NVML; where there is none, the ``nvml`` fixture is
-an object whose every use skips the test, naming why.
+With ``--fake-node`` every NVML reading comes from that snapshot (a file, or the name of a
+shipped example) through ``FakeNvml``; otherwise from the real NVML; where there is none, the
+``nvml`` fixture is an object whose every use skips the test, naming why. Each is opened once
+per process.
 
-When any selected test uses ``nvml``, this process opens NVML before the first test runs and
-starts watching XID events there, so a test marked ``run_last`` (moved after the others of its
-process) sees the XIDs of the whole run. Under pytest-xdist each worker watches on its own and
-its ``run_last`` test runs after that worker's tests only, not after the other workers'.
+The node's GPUs (``node_gpus(config)``) are built once per process from NVML's list, each
+matched by UUID to its CUDA index (``harness.gpus.identify``): torch's own numbering when the
+run uses CUDA devices, else what CUDA would show under ``CUDA_VISIBLE_DEVICES`` (always for a
+``--fake-node``, which stands for another machine). Every part of the plugin names a GPU
+through them.
+
+When any selected test uses ``nvml``, this process starts watching XID events before the first
+test runs, so a test marked ``run_last`` (moved after the others of its process) sees the XIDs
+of the whole run. Under pytest-xdist each worker watches on its own and its ``run_last`` test
+runs after that worker's tests only, not after the other workers'.
 """
 
 from collections.abc import Callable
@@ -17,15 +24,23 @@ from typing import Any, NoReturn
 
 import pytest
 
-from harness.hardware import Findings, Gpu, list_gpus
+from harness.gpus import (
+    Gpu,
+    NodeGpus,
+    cuda_from_environment,
+    cuda_from_torch,
+    identify,
+    nvml_gpus,
+)
 from harness.hardware.load import load_for
 from harness.nvml import FakeNvml, Nvml, NvmlUnavailableError, RealNvml, Snapshot
-from harness.nvml.snapshot import SnapshotError, load_snapshot
-from harness.plugin.profile import chosen_profile
-from harness.profiles import Profile
+from harness.nvml.snapshot import SnapshotError
+from harness.plugin.options import chosen_devices
+from harness.profiles import load_node_snapshot
 
 fake_node_key = pytest.StashKey[Snapshot | None]()
 nvml_key = pytest.StashKey[Nvml]()
+node_gpus_key = pytest.StashKey[NodeGpus]()
 
 RUN_LAST_HELP = (
     "run_last: run after the other tests of this process (the XID check sees what they did)"
@@ -37,23 +52,30 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--fake-node",
         default=None,
-        metavar="FILE",
+        metavar="NAME|FILE",
         help="read NVML from this node snapshot (python -m harness inventory --json) instead of "
-        "the real NVML, e.g. profiles/snapshots/h200x1.json.",
+        "the real NVML: a file, or a shipped example by name (h100-sxm-x8, h200x1).",
     )
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", RUN_LAST_HELP)
-    path = config.getoption("fake_node")
-    snapshot = None
-    if path is not None:
-        try:
-            snapshot = load_snapshot(path)
-        except SnapshotError as err:
-            raise pytest.UsageError(f"--fake-node {err}") from None
-    config.stash[fake_node_key] = snapshot
+    fake_node(config)  # a bad snapshot is a usage error before anything runs
+
+
+def fake_node(config: pytest.Config) -> Snapshot | None:
+    """The ``--fake-node`` snapshot, read once; a bad one is a ``pytest.UsageError``."""
+    if fake_node_key not in config.stash:
+        spec = config.getoption("fake_node")
+        snapshot = None
+        if spec is not None:
+            try:
+                snapshot = load_node_snapshot(spec)
+            except SnapshotError as err:
+                raise pytest.UsageError(f"--fake-node {err}") from None
+        config.stash[fake_node_key] = snapshot
+    return config.stash[fake_node_key]
 
 
 class NoNvml(Nvml):
@@ -68,24 +90,36 @@ class NoNvml(Nvml):
     driver_version = cuda_version = gpu_uuids = read = topology = readings = xid_events = skip
 
 
-def open_nvml(config: pytest.Config) -> Nvml:
-    snapshot = config.stash.get(fake_node_key, None)
-    if snapshot is not None:
-        return FakeNvml(snapshot)
-    try:
-        return RealNvml()
-    except NvmlUnavailableError as err:
-        return NoNvml(str(err))
-
-
 def node_nvml(config: pytest.Config) -> Nvml:
-    """This process's NVML, opened once and watching XID events from then on."""
+    """This process's NVML: the ``--fake-node`` snapshot's, the real one, or ``NoNvml``."""
     handle = config.stash.get(nvml_key, None)
     if handle is None:
-        handle = open_nvml(config)
-        handle.watch_xid()
+        snapshot = fake_node(config)
+        if snapshot is not None:
+            handle = FakeNvml(snapshot)
+        else:
+            try:
+                handle = RealNvml()
+            except NvmlUnavailableError as err:
+                handle = NoNvml(str(err))
         config.stash[nvml_key] = handle
     return handle
+
+
+def node_gpus(config: pytest.Config) -> NodeGpus:
+    """The node's GPUs, built once per process; see the module's docstring."""
+    found = config.stash.get(node_gpus_key, None)
+    if found is None:
+        nvml = node_nvml(config)
+        listed = [] if isinstance(nvml, NoNvml) else nvml_gpus(nvml)
+        if chosen_devices(config).kind == "cuda":
+            found = NodeGpus(tuple(identify(listed, cuda_from_torch())), "torch")
+        else:
+            cuda = cuda_from_environment(listed)
+            source = "CUDA_VISIBLE_DEVICES" if cuda is not None else "unknown"
+            found = NodeGpus(tuple(identify(listed, cuda)), source)
+        config.stash[node_gpus_key] = found
+    return found
 
 
 @pytest.hookimpl(trylast=True)
@@ -94,7 +128,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items[:] = [item for item in items if item.get_closest_marker("run_last") is None] + last
     uses_nvml = any("nvml" in getattr(item, "fixturenames", ()) for item in items)
     if uses_nvml and not config.option.collectonly:
-        node_nvml(config)
+        node_nvml(config).watch_xid()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -110,39 +144,15 @@ def nvml(pytestconfig: pytest.Config) -> Nvml:
     return node_nvml(pytestconfig)
 
 
-@pytest.fixture(scope="session")
-def node_gpus(nvml: Nvml) -> list[Gpu]:
-    """The GPUs NVML lists, in its order, with index, UUID and PCI bus id (``Gpu.label``)."""
-    return list_gpus(nvml)
-
-
-@pytest.fixture(scope="session")
-def node_profile(pytestconfig: pytest.Config) -> Profile | None:
-    """The ``--profile`` in force, or None: for checks that judge without one too."""
-    return chosen_profile(pytestconfig)
+@pytest.fixture(scope="session", name="node_gpus")
+def node_gpus_fixture(pytestconfig: pytest.Config, nvml: Nvml) -> list[Gpu]:
+    """The GPUs NVML lists, in its order (``Gpu.label`` names each in messages)."""
+    nvml.gpu_uuids()  # skips, naming why, where there is no NVML
+    return node_gpus(pytestconfig).in_nvml_order
 
 
 @pytest.fixture(scope="session")
 def gpu_load(nvml: Nvml) -> Callable[[Gpu], AbstractContextManager[Any]]:
     """``gpu_load(gpu)``: a context keeping that GPU busy (a short CUDA load) on a real node;
-    a no-op for a snapshot or a GPU torch cannot reach."""
+    a no-op for a snapshot or a GPU CUDA cannot reach."""
     return load_for(nvml)
-
-
-@pytest.fixture
-def judged(
-    request: pytest.FixtureRequest, record_metric: Callable[..., None]
-) -> Callable[[Findings], None]:
-    """``judged(findings)``: record their figures as JUnit properties, then fail on any
-    problem, else skip naming any reading NVML could not give."""
-
-    def conclude(findings: Findings) -> None:
-        for name, value, unit in findings.metrics:
-            record_metric(name, value, unit)
-        request.node.user_properties += findings.properties
-        if findings.problems:
-            pytest.fail("\n".join(findings.problems), pytrace=False)
-        if findings.unavailable:
-            pytest.skip("; ".join(findings.unavailable))
-
-    return conclude

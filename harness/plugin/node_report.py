@@ -1,55 +1,53 @@
-"""The node under test as NVML sees it, in the report header and the JUnit suite properties.
+"""The node under test in the report header and the JUnit suite properties.
 
-The ``gpu.<index>.*`` properties (``harness.plugin.junit``) describe the torch devices the
-suites run on; these describe the node being judged, which is the ``--fake-node`` snapshot when
-one is given, so a replayed or fault-injected node is never reported as the machine that ran it.
+``node.*`` describe the node being judged, as NVML sees it: the ``--fake-node`` snapshot when one
+is given, so a replayed or fault-injected node is never reported as the machine that ran it.
+``node.gpu.<nvml index>.*`` list its GPUs with the CUDA index each has in this run, and
+``gpu.<cuda index>.*`` the GPUs of ``--devices`` with their NVML index: the same identities
+(``harness.gpus.Gpu``) seen from both numberings, so a report can label any GPU a figure names.
 """
 
 from dataclasses import dataclass, field
 
 import pytest
-from _pytest.junitxml import xml_key
 
-from harness.nvml import GpuLostError, Nvml, Unavailable
-from harness.plugin.node import NoNvml, fake_node_key, open_nvml
+from harness import properties
+from harness.gpus import Gpu, NodeGpus
+from harness.nvml import Nvml
+from harness.plugin.node import NoNvml, fake_node, node_gpus, node_nvml
+from harness.plugin.options import chosen_devices
 
-Property = tuple[str, str]
-
-
-@dataclass(frozen=True)
-class NodeGpu:
-    name: str
-    uuid: str
-    pci_bus_id: str
+NONE = "none"
 
 
 @dataclass(frozen=True)
 class NodeFacts:
-    source: str  # "nvml", "fake-node <path>", or "none"
+    source: str  # "nvml", "fake-node <spec>", or "none"
     host: str = ""
     driver: str = ""
     cuda: str = ""
-    gpus: tuple[NodeGpu, ...] = field(default_factory=tuple)
+    gpus: tuple[Gpu, ...] = field(default_factory=tuple)  # NVML's, in its order
     problem: str = ""  # why NVML gave nothing, for source "none"
 
-    def properties(self) -> list[Property]:
-        properties = [("node.source", self.source)]
+    def properties(self) -> list[properties.Property]:
+        found = [(properties.NODE_SOURCE, self.source)]
         if self.problem:
-            return [*properties, ("node.problem", self.problem)]
+            return [*found, (properties.NODE_PROBLEM, self.problem)]
         if self.host:
-            properties.append(("node.host", self.host))
-        properties += [
-            ("node.driver", self.driver),
-            ("node.cuda", self.cuda),
-            ("node.gpu_count", str(len(self.gpus))),
+            found.append((properties.NODE_HOST, self.host))
+        found += [
+            (properties.NODE_DRIVER, self.driver),
+            (properties.NODE_CUDA, self.cuda),
+            (properties.NODE_GPU_COUNT, str(len(self.gpus))),
         ]
-        for i, gpu in enumerate(self.gpus):
-            properties += [
-                (f"node.gpu.{i}.name", gpu.name),
-                (f"node.gpu.{i}.uuid", gpu.uuid),
-                (f"node.gpu.{i}.pci_bus_id", gpu.pci_bus_id),
+        for gpu in self.gpus:
+            assert gpu.nvml_index is not None
+            values = (gpu.name, gpu.uuid, gpu.pci_bus_id, _index(gpu.cuda_index))
+            found += [
+                (properties.node_gpu(gpu.nvml_index, name), value)
+                for name, value in zip(properties.NODE_GPU_FIELDS, values, strict=True)
             ]
-        return properties
+        return found
 
     def line(self) -> str:
         if self.problem:
@@ -62,22 +60,28 @@ class NodeFacts:
         return f"node: {self.source}{host}: {gpus}, driver {self.driver}, CUDA {self.cuda}"
 
 
-def read_node(nvml: Nvml, source: str, host: str = "") -> NodeFacts:
-    """What ``nvml`` says about the node; a GPU or reading NVML cannot give is written as such
-    rather than failing the report."""
-    gpus = []
-    for uuid in nvml.gpu_uuids():
-        name, bus = (_text(nvml, uuid, metric) for metric in ("name", "pci_bus_id"))
-        gpus.append(NodeGpu(name, uuid, bus))
-    return NodeFacts(source, host, nvml.driver_version(), nvml.cuda_version(), tuple(gpus))
+def read_node(nvml: Nvml, gpus: NodeGpus, source: str, host: str = "") -> NodeFacts:
+    """What ``nvml`` says about the node, with its GPUs as identified."""
+    return NodeFacts(
+        source, host, nvml.driver_version(), nvml.cuda_version(), tuple(gpus.in_nvml_order)
+    )
 
 
-def _text(nvml: Nvml, uuid: str, metric: str) -> str:
-    try:
-        value = nvml.read(uuid, metric)
-    except GpuLostError:
-        return "GPU lost"
-    return str(value) if not isinstance(value, Unavailable) else f"n/a ({value.reason})"
+def cuda_gpu_properties(gpus: list[Gpu]) -> list[properties.Property]:
+    """``gpu.<cuda index>.*`` for each GPU of ``--devices``."""
+    found = []
+    for gpu in gpus:
+        assert gpu.cuda_index is not None
+        values = (gpu.name, gpu.uuid, gpu.pci_bus_id, _index(gpu.nvml_index))
+        found += [
+            (properties.cuda_gpu(gpu.cuda_index, name), value)
+            for name, value in zip(properties.CUDA_GPU_FIELDS, values, strict=True)
+        ]
+    return found
+
+
+def _index(index: int | None) -> str:
+    return NONE if index is None else str(index)
 
 
 node_facts_key = pytest.StashKey[NodeFacts]()
@@ -87,30 +91,27 @@ def node_facts(config: pytest.Config) -> NodeFacts:
     """The node's facts, read once per process."""
     facts = config.stash.get(node_facts_key, None)
     if facts is None:
-        snapshot = config.stash.get(fake_node_key, None)
-        nvml = open_nvml(config)
-        try:
-            if isinstance(nvml, NoNvml):
-                facts = NodeFacts("none", problem=f"NVML unavailable: {nvml.reason}")
-            elif snapshot is not None:
-                source = f"fake-node {config.getoption('fake_node')}"
-                facts = read_node(nvml, source, snapshot.host)
-            else:
-                facts = read_node(nvml, "nvml")
-        finally:
-            nvml.close()
+        nvml = node_nvml(config)
+        snapshot = fake_node(config)
+        if isinstance(nvml, NoNvml):
+            facts = NodeFacts(NONE, problem=f"NVML unavailable: {nvml.reason}")
+        elif snapshot is not None:
+            source = f"fake-node {config.getoption('fake_node')}"
+            facts = read_node(nvml, node_gpus(config), source, snapshot.host)
+        else:
+            facts = read_node(nvml, node_gpus(config), "nvml")
         config.stash[node_facts_key] = facts
     return facts
 
 
-def pytest_report_header(config: pytest.Config) -> str:
-    return node_facts(config).line()
+def devices_under_test(config: pytest.Config) -> list[Gpu]:
+    """The distinct GPUs of ``--devices``, in its order; none on CPU devices."""
+    devices = chosen_devices(config)
+    if devices.kind != "cuda":
+        return []
+    gpus = node_gpus(config)
+    return [gpus.cuda(index) for index in dict.fromkeys(devices.device_ids)]
 
 
-def pytest_sessionstart(session: pytest.Session) -> None:
-    config = session.config
-    xml = config.stash.get(xml_key, None)
-    if xml is None or hasattr(config, "workerinput"):
-        return
-    for name, value in node_facts(config).properties():
-        xml.add_global_property(name, value)
+def pytest_harness_suite_properties(config: pytest.Config) -> list[properties.Property]:
+    return [*node_facts(config).properties(), *cuda_gpu_properties(devices_under_test(config))]

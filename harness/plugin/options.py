@@ -1,10 +1,12 @@
-"""The command-line options, parsed once at configure time into ``config.stash``."""
+"""``--devices``, ``--dp-impl`` and ``--ddp-impl``: parsed once, at configure time, into
+``config.stash``; a bad value is a usage error (exit 4) naming it."""
 
 import sys
 
 import pytest
 
 from harness.devices import DeviceSet, DeviceSpecError, parse_devices
+from harness.environment import prepare_environment
 from harness.impl import DDPImpl, DPImpl, ImplSpecError, resolve_ddp_impl, resolve_dp_impl
 
 devices_key = pytest.StashKey[DeviceSet]()
@@ -47,27 +49,29 @@ def pytest_configure(config: pytest.Config) -> None:
     for path in (config.invocation_params.dir, config.rootpath):
         if str(path) not in sys.path:
             sys.path.insert(0, str(path))
+    chosen_devices(config)
+    dp_impl = ddp_impl = None
     try:
-        devices = parse_devices(config.getoption("devices"))
-        dp_impl = resolve_dp_impl(config.getoption("dp_impl"), devices)
+        dp_impl = resolve_dp_impl(config.getoption("dp_impl"), chosen_devices(config))
         ddp_impl = resolve_ddp_impl(config.getoption("ddp_impl"))
-    except (DeviceSpecError, ImplSpecError) as err:
+    except ImplSpecError as err:
         raise pytest.UsageError(str(err)) from None
-    config.stash[devices_key] = devices
     config.stash[dp_impl_key] = dp_impl
     config.stash[ddp_impl_key] = ddp_impl
 
 
 def chosen_devices(config: pytest.Config) -> DeviceSet:
-    """The devices ``--devices`` chose, for hooks that run before fixtures exist."""
-    return config.stash[devices_key]
+    """The devices ``--devices`` chose, parsed once (a bad spec is a ``pytest.UsageError``).
 
-
-def chosen_ddp_impl(config: pytest.Config) -> DDPImpl:
-    """The implementation ``--ddp-impl`` chose, validated at configure time.
-
-    ``.name`` is the spec as given (``reference``, ``torch`` or ``MODULE:ATTR``), the same
-    string as ``config.getoption("ddp_impl")``; ranks in other processes resolve it again
-    with ``harness.impl.ddp_factory(name)``.
+    The process environment the harness needs (``harness.environment``) is set first: counting
+    GPUs may initialise the CUDA driver, which reads ``CUDA_DEVICE_ORDER`` then.
     """
-    return config.stash[ddp_impl_key]
+    devices = config.stash.get(devices_key, None)
+    if devices is None:
+        prepare_environment()
+        try:
+            devices = parse_devices(config.getoption("devices"))
+        except DeviceSpecError as err:
+            raise pytest.UsageError(str(err)) from None
+        config.stash[devices_key] = devices
+    return devices

@@ -1,31 +1,59 @@
 """``--profile`` and ``--acceptance``: the node profile checks are judged against, and the rule
 that a required check which could not run fails.
 
-A test implementing a check is marked ``@pytest.mark.required_check("health.ecc")``. Under
-``--acceptance``, when such a test is skipped (in setup or in its body) and the profile
-requires that check (``harness.profiles.Profile.requires``), its report becomes a failure
-carrying the skip reason. Without ``--acceptance`` a skip stays a skip.
+``--profile`` is a shipped name, a path, or ``auto``: the shipped profile of the node's GPU
+model and count (``harness.profiles.choose``), read from ``--fake-node`` or NVML. The choice
+and how it was made are in the report header and the JUnit suite properties.
 
-A required check that no selected test implements (a suite left out, ``-k``, a typo in the
-profile) cannot pass silently either: the run warns, and under ``--acceptance`` one extra test,
+A test implementing a check is marked ``@pytest.mark.required_check(Check.HEALTH_ECC)``; the
+name must be in ``harness.checks.Check``, or the run stops at collection naming the test and the
+closest known check. Under ``--acceptance``, when such a test is skipped (by a marker, a fixture
+or its body) and the profile requires that check, the test fails instead, with the skip's
+reason: the skip is caught where it is raised (``pytest_runtest_setup``, ``pytest_runtest_call``)
+and the call phase fails with it. Without ``--acceptance`` a skip stays a skip.
+
+A required check that no selected test implements (a suite left out, ``-k``) cannot pass
+silently either: the run warns, and under ``--acceptance`` one extra test,
 ``acceptance::required_checks``, fails naming the missing checks.
 """
 
 import warnings
-from collections.abc import Callable
+from dataclasses import dataclass
 
 import pytest
-from _pytest.junitxml import xml_key
+import torch
 
-from harness.profiles import Profile, ProfileError, Verdict, load_profile
-
-profile_key = pytest.StashKey[Profile | None]()
-acceptance_key = pytest.StashKey[bool]()
-
-MARKER_HELP = (
-    "required_check(name): the test implements the named check (e.g. 'health.ecc'); under "
-    "--acceptance its skip is a failure when the --profile requires that check"
+from harness import properties
+from harness.checks import is_check, unknown_check
+from harness.hardware.pci import nvidia_gpus_on_pci
+from harness.profiles import (
+    NodeModels,
+    Profile,
+    ProfileError,
+    choose_profile,
+    load_profile,
+    load_shipped_profiles,
 )
+from harness.profiles.shipped import PROFILE_SUFFIX, is_path
+
+AUTO = "auto"
+MARKER = "required_check"
+MARKER_HELP = (
+    f"{MARKER}(check): the test implements the named check (a harness.checks.Check, e.g. "
+    "Check.HEALTH_ECC); under --acceptance its skip is a failure when the --profile requires it"
+)
+
+
+@dataclass(frozen=True)
+class Chosen:
+    profile: Profile
+    chosen_by: str  # "name", "path" or "auto"
+    why: str = ""  # for auto: the node it matched
+
+
+chosen_key = pytest.StashKey[Chosen | None]()
+acceptance_key = pytest.StashKey[bool]()
+setup_skip_key = pytest.StashKey[str]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -33,9 +61,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--profile",
         default=None,
-        metavar="NAME|PATH",
+        metavar="NAME|PATH|auto",
         help="node profile to judge inventory and performance against: a shipped name "
-        "(profiles/NAME.toml) or a path to a TOML file.",
+        "(h200-1x), a path to a TOML file, or auto: the shipped profile matching the node's "
+        "GPU model and count (from NVML or --fake-node).",
     )
     group.addoption(
         "--acceptance",
@@ -46,26 +75,56 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-@pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER_HELP)
     spec = config.getoption("profile")
     acceptance = bool(config.getoption("acceptance"))
     if acceptance and spec is None:
-        raise pytest.UsageError("--acceptance needs --profile NAME|PATH")
-    profile = None
+        raise pytest.UsageError("--acceptance needs --profile NAME|PATH|auto")
+    chosen = None
     if spec is not None:
         try:
-            profile = load_profile(spec)
+            chosen = _choose(config, spec)
         except ProfileError as err:
             raise pytest.UsageError(str(err)) from None
-    config.stash[profile_key] = profile
+    config.stash[chosen_key] = chosen
     config.stash[acceptance_key] = acceptance
+
+
+def _choose(config: pytest.Config, spec: str) -> Chosen:
+    if spec != AUTO:
+        return Chosen(load_profile(spec), "path" if is_path(spec, PROFILE_SUFFIX) else "name")
+    node = node_models(config)
+    profile = choose_profile(node, load_shipped_profiles())
+    return Chosen(profile, "auto", f"{node.summary} from {node.source}")
+
+
+def node_models(config: pytest.Config) -> NodeModels:
+    """What ``--profile auto`` matches: the GPU names NVML (or ``--fake-node``) lists.
+
+    Without NVML a node with CUDA devices cannot be told apart, which is an error rather than a
+    CPU-only profile (the acceptance of a GPU node must not pass for want of GPUs)."""
+    from harness.plugin.node import NoNvml, fake_node, node_gpus, node_nvml
+
+    nvml = node_nvml(config)
+    if isinstance(nvml, NoNvml):
+        visible = torch.cuda.device_count()  # counts without initialising CUDA
+        if visible:
+            raise ProfileError(
+                f"--profile auto: NVML unavailable ({nvml.reason}), yet torch sees {visible} "
+                "CUDA device(s): the node's GPUs cannot be told; pass --profile NAME"
+            )
+        return NodeModels((), f"no NVML ({nvml.reason}) and no CUDA device")
+    names = tuple(gpu.name for gpu in node_gpus(config).in_nvml_order)
+    if fake_node(config) is not None:
+        return NodeModels(names, f"fake-node {config.getoption('fake_node')}")
+    return NodeModels(names, "NVML", nvidia_gpus_on_pci())
 
 
 def chosen_profile(config: pytest.Config) -> Profile | None:
     """The profile ``--profile`` chose, validated at configure time; None without one."""
-    return config.stash.get(profile_key, None)
+    chosen = config.stash.get(chosen_key, None)
+    return None if chosen is None else chosen.profile
 
 
 def acceptance_mode(config: pytest.Config) -> bool:
@@ -77,8 +136,14 @@ def profile(pytestconfig: pytest.Config) -> Profile:
     """The ``--profile`` in force; the test is skipped when none was given."""
     chosen = chosen_profile(pytestconfig)
     if chosen is None:
-        pytest.skip("no node profile: pass --profile NAME|PATH")
+        pytest.skip("no node profile: pass --profile NAME|PATH|auto")
     return chosen
+
+
+@pytest.fixture(scope="session")
+def node_profile(pytestconfig: pytest.Config) -> Profile | None:
+    """The ``--profile`` in force, or None: for checks that judge without one too."""
+    return chosen_profile(pytestconfig)
 
 
 @pytest.fixture(scope="session")
@@ -87,72 +152,82 @@ def acceptance(pytestconfig: pytest.Config) -> bool:
     return acceptance_mode(pytestconfig)
 
 
-class ReferenceWarning(UserWarning):
-    """A figure inside its tolerance but outside its warning band."""
+def header_line(config: pytest.Config) -> str | None:
+    """``profile: h100-sxm-8x (auto: 8x NVIDIA H100 80GB HBM3 from NVML), acceptance``."""
+    chosen = config.stash.get(chosen_key, None)
+    if chosen is None:
+        return None
+    how = f"auto: {chosen.why}" if chosen.chosen_by == AUTO else chosen.profile.source
+    mode = ", acceptance" if acceptance_mode(config) else ""
+    return f"profile: {chosen.profile.name} ({how}){mode}"
 
 
-@pytest.fixture
-def check_metric(
-    profile: Profile, request: pytest.FixtureRequest
-) -> Callable[[str, float], Verdict]:
-    """Judge a measured figure against the profile's reference for it.
-
-    ``check_metric(metric, measured)`` records ``metric.<metric>`` with its reference,
-    tolerance and verdict as JUnit properties of the test, fails the test outside the
-    tolerance, warns (``ReferenceWarning``) outside the warning band, and returns the
-    ``Verdict``. A metric the profile has no reference for skips the test, naming it.
-    """
-
-    def check(metric: str, measured: float) -> Verdict:
-        reference = profile.performance.get(metric)
-        if reference is None:
-            pytest.skip(f"profile {profile.name} has no reference for {metric}")
-        verdict = reference.judge(measured)
-        request.node.user_properties += verdict.properties(metric)
-        if verdict.status == "fail":
-            pytest.fail(f"{metric}: {verdict.text}", pytrace=False)
-        if verdict.status == "warn":
-            warnings.warn(f"{metric}: {verdict.text}", ReferenceWarning, stacklevel=2)
-        return verdict
-
-    return check
+def pytest_harness_suite_properties(config: pytest.Config) -> list[properties.Property]:
+    chosen = config.stash.get(chosen_key, None)
+    if chosen is None:
+        return []
+    return [
+        (properties.PROFILE, chosen.profile.name),
+        (properties.PROFILE_CHOSEN_BY, chosen.chosen_by),
+        (properties.ACCEPTANCE, str(acceptance_mode(config)).lower()),
+    ]
 
 
-def pytest_sessionstart(session: pytest.Session) -> None:
-    config = session.config
-    xml = config.stash.get(xml_key, None)
-    chosen = chosen_profile(config)
-    if xml is None or hasattr(config, "workerinput") or chosen is None:
-        return
-    xml.add_global_property("profile", chosen.name)
-    xml.add_global_property("acceptance", str(acceptance_mode(config)).lower())
+# ---- required checks ------------------------------------------------------------------------
 
 
-def required_checks(item: pytest.Item, profile: Profile) -> list[str]:
-    """The checks the item implements that the profile requires."""
-    names = [marker.args[0] for marker in item.iter_markers("required_check") if marker.args]
-    return [name for name in names if profile.requires(name)]
+def implemented_checks(item: pytest.Item) -> list[str]:
+    return [str(marker.args[0]) for marker in item.iter_markers(MARKER) if marker.args]
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> pytest.TestReport:
-    report: pytest.TestReport = yield
-    if not report.skipped or hasattr(report, "wasxfail") or not acceptance_mode(item.config):
-        return report
+def required_here(item: pytest.Item) -> list[str]:
+    """The checks the item implements that the profile requires, under ``--acceptance``."""
     profile = chosen_profile(item.config)
-    checks = required_checks(item, profile) if profile is not None else []
-    if not checks:
-        return report
-    reason = _skip_reason(report)
-    report.outcome = "failed"
-    # A failure, not an error, in the terminal summary and in JUnit, even when the skip came
-    # from setup (a fixture or a skip marker); the call phase does not run after it either way.
-    report.when = "call"
-    report.longrepr = (
+    if profile is None or not acceptance_mode(item.config):
+        return []
+    return [check for check in implemented_checks(item) if profile.requires(check)]
+
+
+def _failure(item: pytest.Item, checks: list[str], reason: str) -> str:
+    profile = chosen_profile(item.config)
+    assert profile is not None
+    return (
         f"required check {', '.join(checks)} did not run under --acceptance "
         f"(profile {profile.name}): {reason}"
     )
-    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item):
+    checks = required_here(item)
+    if not checks:
+        return (yield)
+    try:
+        return (yield)
+    except pytest.skip.Exception as skip:
+        # The call phase fails with it: a failure of the test, not an error of its setup.
+        item.stash[setup_skip_key] = skip.msg
+        return None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> None:
+    reason = item.stash.get(setup_skip_key, None)
+    if reason is not None:  # instead of the test, whose setup did not finish
+        raise pytest.fail.Exception(_failure(item, required_here(item), reason), pytrace=False)
+
+
+# A second implementation of pytest_runtest_call (pytest registers only names starting
+# "pytest_"; specname says which hook): the wrapper around the test's call.
+@pytest.hookimpl(wrapper=True, specname="pytest_runtest_call")
+def pytest_runtest_call_fails_skips(item: pytest.Item):
+    checks = required_here(item)
+    if not checks:
+        return (yield)
+    try:
+        return (yield)
+    except pytest.skip.Exception as skip:
+        raise pytest.fail.Exception(_failure(item, checks, skip.msg), pytrace=False) from None
 
 
 class MissingChecks(pytest.Item):
@@ -192,13 +267,23 @@ def missing_text(missing: list[str], profile_name: str) -> str:
 
 def missing_checks(items: list[pytest.Item], profile: Profile) -> list[str]:
     """The profile's required checks that none of ``items`` is marked as implementing."""
-    implemented = {
-        marker.args[0]
-        for item in items
-        for marker in item.iter_markers("required_check")
-        if marker.args
-    }
-    return sorted(profile.required_checks - implemented)
+    implemented = {check for item in items for check in implemented_checks(item)}
+    return sorted(str(check) for check in profile.required_checks - implemented)
+
+
+def check_markers(items: list[pytest.Item]) -> None:
+    """Every ``required_check`` marker names one known check; a usage error otherwise."""
+    for item in items:
+        for marker in item.iter_markers(MARKER):
+            if len(marker.args) != 1 or marker.kwargs:
+                raise pytest.UsageError(
+                    f"{item.nodeid}: @pytest.mark.{MARKER} takes one check name, "
+                    f"got {marker.args!r} {marker.kwargs!r}"
+                )
+            if not is_check(marker.args[0]):
+                raise pytest.UsageError(
+                    f"{item.nodeid}: @pytest.mark.{MARKER}: {unknown_check(marker.args[0])}"
+                )
 
 
 @pytest.hookimpl(trylast=True)
@@ -206,6 +291,7 @@ def pytest_collection_modifyitems(
     session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
 ) -> None:
     # trylast: after -k/-m deselection, so the check sees what will actually run.
+    check_markers(items)
     profile = chosen_profile(config)
     if profile is None:
         return
@@ -225,9 +311,3 @@ def pytest_collection_modifyitems(
             profile_name=profile.name,
         )
     )
-
-
-def _skip_reason(report: pytest.TestReport) -> str:
-    longrepr = report.longrepr
-    reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
-    return str(reason).removeprefix("Skipped: ")

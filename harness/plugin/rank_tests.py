@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 
+from harness import properties
+from harness.plugin.junit import xdist_worker
 from harness.plugin.options import chosen_devices
 from harness.rankpool import torchrun
 from harness.rankpool.env import DistEnv
@@ -115,7 +117,7 @@ def pytest_configure(config: pytest.Config) -> None:
     except torchrun.TorchrunEnvError as err:
         raise pytest.UsageError(f"torchrun environment: {err}") from None
     config.stash[world_key] = world
-    if config.option.xmlpath and not hasattr(config, "workerinput"):
+    if config.option.xmlpath and not xdist_worker(config):
         config.option.xmlpath = torchrun.rank_junit_path(
             config.option.xmlpath, torchrun.host_name(), world.rank
         )
@@ -128,17 +130,15 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[stderr_key] = os.dup(2)
 
 
-def pytest_sessionstart(session: pytest.Session) -> None:
-    from _pytest.junitxml import xml_key
-
-    config = session.config
-    xml = config.stash.get(xml_key, None)
+def pytest_harness_suite_properties(config: pytest.Config) -> list[properties.Property]:
     world = config.stash.get(world_key, None)
-    if xml is None or world is None:
-        return
-    xml.add_global_property("rank", str(world.rank))
-    xml.add_global_property("world_size", str(world.world_size))
-    xml.add_global_property("local_rank", str(world.local_rank))
+    if world is None:
+        return []
+    return [
+        (properties.RANK, str(world.rank)),
+        (properties.WORLD_SIZE, str(world.world_size)),
+        (properties.LOCAL_RANK, str(world.local_rank)),
+    ]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -150,7 +150,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             spec = dist_spec(item)
         except ValueError:
             continue  # reported when the test runs
-        item.user_properties.append(("world_size", str(spec.world_size)))
+        item.user_properties.append((properties.WORLD_SIZE, str(spec.world_size)))
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -24,6 +24,7 @@ import argparse
 import sys
 from dataclasses import dataclass, field
 
+from harness.report.markdown import cell
 from harness.report.model import (
     Case,
     Figure,
@@ -176,7 +177,7 @@ def _side(moved: Moved, figure: Figure, previous: Figure, untoleranced: float) -
 def render(diff: Diff, base: str, new: str, *, markdown: bool = False) -> str:
     lines = []
     if markdown:
-        lines += [f"## Report diff: `{base}` -> `{new}`", ""]
+        lines += [f"## Report diff: {cell(base)} -> {cell(new)}", ""]
     else:
         lines.append(f"diff {base} -> {new}")
 
@@ -186,7 +187,7 @@ def render(diff: Diff, base: str, new: str, *, markdown: bool = False) -> str:
         if markdown:
             lines.extend(["", f"### {title} ({len(rows)})", "", "| node | test | change |"])
             lines.append("|---|---|---|")
-            lines.extend(f"| {n} | `{c}` | {_md(t)} |" for n, c, t in rows)
+            lines.extend(f"| {cell(n)} | {cell(c)} | {cell(t)} |" for n, c, t in rows)
         else:
             lines.append(f"{title} ({len(rows)}):")
             lines.extend(f"  {n}  {c}: {t}" for n, c, t in rows)
@@ -227,10 +228,6 @@ def render(diff: Diff, base: str, new: str, *, markdown: bool = False) -> str:
 def _transition(change: Change) -> str:
     text = f"{change.base or 'new'} -> {change.new or 'missing'}"
     return f"{text}: {change.message}" if change.message and change.new != "passed" else text
-
-
-def _md(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
 
 
 # ---- command -------------------------------------------------------------------------------

@@ -29,10 +29,8 @@ from pathlib import Path
 
 from junitparser import JUnitXml, TestSuite
 
-from harness import files
-from harness.report.model import CLASSNAME_PREFIX, ReportError, parse_run, read_suites
-
-SOURCE = "merge.source"  # the file a suite first came from (kept on re-merge)
+from harness import files, properties
+from harness.report.model import ReportError, parse_run, read_suites
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -91,17 +89,17 @@ def merge(paths: list[str], *, skip_bad: bool = False) -> tuple[JUnitXml, list[s
 def _suite(element: ET.Element, label: str, path: str) -> TestSuite:
     old = TestSuite.fromelem(element)
     props = {p.name: p.value for p in old.properties()}
-    old_prefix = props.get(CLASSNAME_PREFIX, "")
+    old_prefix = props.get(properties.MERGE_PREFIX, "")
     prefix = f"{label}."
     suite = TestSuite(label)
     for attribute in ("hostname", "timestamp"):
         if element.get(attribute) is not None:
             setattr(suite, attribute, element.get(attribute))
     for name, value in ((p.name, p.value) for p in old.properties()):
-        if name not in (CLASSNAME_PREFIX, SOURCE):
+        if name not in (properties.MERGE_PREFIX, properties.MERGE_SOURCE):
             suite.add_property(name, value)
-    suite.add_property(SOURCE, props.get(SOURCE, Path(path).name))
-    suite.add_property(CLASSNAME_PREFIX, prefix)
+    suite.add_property(properties.MERGE_SOURCE, props.get(properties.MERGE_SOURCE, Path(path).name))
+    suite.add_property(properties.MERGE_PREFIX, prefix)
     for case_element in element.iter("testcase"):
         case = copy.deepcopy(case_element)
         classname = case.get("classname", "")

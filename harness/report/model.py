@@ -1,8 +1,8 @@
 """JUnit files read into one model: runs (a node, or a rank of a node), their test cases, and the
 figures the harness recorded as ``metric.*`` properties.
 
-This is the one place that parses the harness's JUnit conventions (README, "JUnit"); merge,
-summary and diff all read through it.
+This is the one place that parses the harness's JUnit conventions (their names are
+``harness.properties``); merge, summary, diff and outliers all read through it.
 
 - A *run* is one ``<testsuite>``: its ``node`` is ``node.host`` (a ``--fake-node`` snapshot's
   host) or else ``host`` or else the suite's ``hostname``; its ``rank`` comes from the ``rank``
@@ -10,8 +10,10 @@ summary and diff all read through it.
 - A *case* is identified across runs by its ``check`` (``classname::name``); its outcome is
   ``passed``, ``failed``, ``error`` or ``skipped``.
 - A *figure* is ``metric.<name>`` = ``"<number> <unit>"``, with optional ``.reference``
-  (``"<number> <unit>"``), ``.tolerance`` (text, ``"-15%/+10%"`` or ``"10%"``) and ``.verdict``
-  (``pass``, ``warn``, ``fail``).
+  (``"<number> <unit>"``), ``.tolerance`` (text, ``"-15%/+10%"``, ``"10%"`` or
+  ``"-1.1%/no upper limit"``), ``.verdict`` (``pass``, ``warn``, ``fail``) and ``.gpu`` (the
+  UUIDs of the GPUs it belongs to); a run's ``gpus`` label those UUIDs from its suite
+  properties (``node.gpu.<i>.*`` and ``gpu.<i>.*``).
 - A merged file (``harness.report.merge``) prefixes every classname with its run's label, to keep
   (classname, name) unique across nodes, and records the prefix as the suite property
   ``merge.classname_prefix``; it is taken off again here, so a check reads the same in a merged
@@ -20,6 +22,7 @@ summary and diff all read through it.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import xml.etree.ElementTree as ET
@@ -27,12 +30,15 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness import properties
+from harness.gpus import Gpu, normalise_uuid
+
 Outcome = str  # "passed" | "failed" | "error" | "skipped"
 OUTCOMES = ("passed", "failed", "error", "skipped")
 
 
 # The suite property of a merged file naming the prefix its classnames carry.
-CLASSNAME_PREFIX = "merge.classname_prefix"
+CLASSNAME_PREFIX = properties.MERGE_PREFIX
 
 
 class ReportError(ValueError):
@@ -49,6 +55,7 @@ class Figure:
     reference: float | None = None
     tolerance: str | None = None
     verdict: str | None = None
+    gpus: tuple[str, ...] = ()  # UUIDs of the GPUs it belongs to; () for a node-wide figure
 
     @property
     def text(self) -> str:
@@ -100,7 +107,20 @@ class Run:
     @property
     def gpu_model(self) -> str | None:
         """The node's first GPU model as NVML or torch named it, or None on a CPU run."""
-        return self.prop("node.gpu.0.name") or self.prop("gpu.0.name")
+        return self.prop(properties.node_gpu(0, "name")) or self.prop(
+            properties.cuda_gpu(0, "name")
+        )
+
+    def gpu(self, uuid: str) -> Gpu:
+        """The GPU ``uuid`` names, as the run's suite properties describe it (only its UUID
+        where they do not)."""
+        known = self.gpus.get(normalise_uuid(uuid).lower())
+        return known if known is not None else Gpu(normalise_uuid(uuid), "", "")
+
+    @functools.cached_property
+    def gpus(self) -> dict[str, Gpu]:
+        """The GPUs the suite properties list, by lower-case UUID, both indices merged."""
+        return _gpu_table(self.properties)
 
 
 @dataclass
@@ -156,10 +176,15 @@ def read_suites(path: str | Path) -> list[ET.Element]:
 def parse_run(path: str | Path, suite: ET.Element, index: int) -> Run:
     """One ``<testsuite>`` element (the ``index``-th of ``path``) as a ``Run``."""
     path = Path(path)
-    properties = _properties(suite)
-    props = dict(properties)
+    pairs = _properties(suite)
+    props = dict(pairs)
     where = f"{path}: testsuite[{index}]"
-    node = props.get("node.host") or props.get("host") or suite.get("hostname") or path.stem
+    node = (
+        props.get(properties.NODE_HOST)
+        or props.get(properties.HOST)
+        or suite.get("hostname")
+        or path.stem
+    )
     prefix = props.get(CLASSNAME_PREFIX, "")
     elements = suite.iter("testcase")
     cases = tuple(_case(f"{where}.testcase[{i}]", c, prefix) for i, c in enumerate(elements))
@@ -167,13 +192,44 @@ def parse_run(path: str | Path, suite: ET.Element, index: int) -> Run:
         source=str(path),
         suite_name=suite.get("name", ""),
         node=node,
-        rank=props.get("rank"),
+        rank=props.get(properties.RANK),
         timestamp=suite.get("timestamp", ""),
         hostname=suite.get("hostname", ""),
         time=_float(where, "time", suite.get("time", "0")),
-        properties=properties,
+        properties=pairs,
         cases=cases,
     )
+
+
+_GPU_ROW = re.compile(r"(node\.gpu|gpu)\.(\d+)\.(\w+)")
+
+
+def _gpu_table(props: Iterable[tuple[str, str]]) -> dict[str, Gpu]:
+    rows: dict[tuple[str, int], dict[str, str]] = {}
+    for key, value in props:
+        match = _GPU_ROW.fullmatch(key)
+        if match:
+            rows.setdefault((match[1], int(match[2])), {})[match[3]] = value
+    table: dict[str, Gpu] = {}
+    for (kind, index), row in rows.items():
+        if "uuid" not in row:
+            continue
+        key = normalise_uuid(row["uuid"]).lower()
+        nvml = index if kind == "node.gpu" else _int(row.get("nvml_index"))
+        cuda = index if kind == "gpu" else _int(row.get("cuda_index"))
+        old = table.get(key)
+        table[key] = Gpu(
+            row["uuid"],
+            row.get("name", "") or (old.name if old else ""),
+            row.get("pci_bus_id", "") or (old.pci_bus_id if old else ""),
+            nvml if nvml is not None else (old.nvml_index if old else None),
+            cuda if cuda is not None else (old.cuda_index if old else None),
+        )
+    return table
+
+
+def _int(text: str | None) -> int | None:
+    return int(text) if text is not None and text.isdigit() else None
 
 
 def _properties(element: ET.Element) -> tuple[tuple[str, str], ...]:
@@ -198,7 +254,7 @@ def _case(where: str, element: ET.Element, prefix: str = "") -> Case:
             message = child.get("message", "")
             details = (child.text or "").strip()
             break
-    properties = _properties(element)
+    pairs = _properties(element)
     return Case(
         check=f"{classname}::{name}" if classname else name,
         classname=classname,
@@ -207,8 +263,8 @@ def _case(where: str, element: ET.Element, prefix: str = "") -> Case:
         message=message,
         details=details,
         time=_float(where, "time", element.get("time", "0")),
-        properties=properties,
-        figures=tuple(figures(where, properties)),
+        properties=pairs,
+        figures=tuple(figures(where, pairs)),
     )
 
 
@@ -224,38 +280,46 @@ def parse_quantity(text: str) -> tuple[float, str]:
     return float(match.group(1)), (match.group(2) or "").strip()
 
 
-_TOLERANCE = re.compile(r"\s*-?(\d+\.?\d*)%(?:\s*/\s*\+?(\d+\.?\d*)%)?(?:\s*\(.*\))?\s*")
+_TOLERANCE = re.compile(
+    r"\s*-?(\d+\.?\d*)%(?:\s*/\s*(?:\+?(\d+\.?\d*)%|(no upper limit)))?(?:\s*\(.*\))?\s*"
+)
 
 
 def parse_tolerance(text: str) -> tuple[float, float] | None:
-    """``"-15%/+10%"`` -> ``(15.0, 10.0)``; ``"10%"`` -> ``(10.0, 10.0)``; None if neither."""
+    """``"-15%/+10%"`` -> ``(15.0, 10.0)``; ``"10%"`` -> ``(10.0, 10.0)``;
+    ``"-1.1%/no upper limit"`` -> ``(1.1, inf)``; None if none of these."""
     match = _TOLERANCE.fullmatch(text)
     if match is None:
         return None
     below = float(match.group(1))
+    if match.group(3):
+        return below, math.inf
     return below, below if match.group(2) is None else float(match.group(2))
 
 
-def figures(where: str, properties: Iterable[tuple[str, str]]) -> Iterator[Figure]:
+def figures(where: str, props: Iterable[tuple[str, str]]) -> Iterator[Figure]:
     """The ``metric.*`` figures among a case's properties, in recorded order."""
-    props = dict(properties)
-    for key, text in props.items():
-        if not key.startswith("metric.") or key.endswith((".reference", ".tolerance", ".verdict")):
+    found = dict(props)
+    for key, text in found.items():
+        split = properties.split_figure(key)
+        if split is None or split[1] is not None:
             continue
-        name = key.removeprefix("metric.")
+        name = split[0]
         try:
             value, unit = parse_quantity(text)
-            reference = props.get(f"{key}.reference")
+            reference = found.get(properties.figure(name, properties.REFERENCE))
             reference_value = None if reference is None else parse_quantity(reference)[0]
         except ValueError as err:
             raise ReportError(f"{where}: property {key}: {err}") from None
+        owners = found.get(properties.figure(name, properties.FIGURE_GPU), "")
         yield Figure(
             name,
             value,
             unit,
             reference_value,
-            props.get(f"{key}.tolerance"),
-            props.get(f"{key}.verdict"),
+            found.get(properties.figure(name, properties.TOLERANCE)),
+            found.get(properties.figure(name, properties.VERDICT)),
+            tuple(uuid.strip() for uuid in owners.split(",") if uuid.strip()),
         )
 
 

@@ -13,7 +13,8 @@ temperatures) by more than
   difference is not worth a person's look,
 
 among at least ``min_runs`` runs (5) with the figure. A check parametrised per GPU
-(``[cuda:3]``) or per pair is compared slot by slot, like with like.
+(``[cuda:3]``) or per pair is compared slot by slot, like with like. The GPUs a figure belongs
+to are the UUIDs it names (``metric.<name>.gpu``), labelled from its run's suite properties.
 
 One slow GPU makes many outliers: its own copy, host-copy and matmul figures, and every
 peer-to-peer pair it takes part in, both directions. ``group_outliers`` puts a node's outliers
@@ -37,14 +38,13 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from harness.gpus import Gpu
 from harness.report.model import Report, ReportError, direction, load_report, quantity
 
 MAD_SCALE = 1.4826  # MAD of a normal distribution times this is its standard deviation
 THRESHOLD = 3.5
 MIN_RELATIVE = 0.05
 MIN_RUNS = 5
-# The case properties in which the harness labels the GPUs a test used (suites/hardware/conftest).
-GPU_LABELS = ("gpu", "gpu.source", "gpu.destination")
 
 
 @dataclass(frozen=True)
@@ -59,12 +59,12 @@ class Outlier:
     runs: int  # how many runs the figure was compared across
     gpu_model: str
     verdict: str | None  # the figure's own verdict against its reference, if judged
-    labels: tuple[str, ...] = ()  # the case's GPU labels: "cuda:3 (model, UUID, PCI bus id)"
+    owners: tuple[Gpu, ...] = ()  # the GPUs the figure belongs to: one, or a pair
 
     @property
     def gpus(self) -> tuple[str, ...]:
-        """The GPU slots the figure belongs to: ``("cuda:2", "cuda:5")`` for a pair."""
-        return gpu_slots(self.check, self.figure)
+        """The UUIDs of the GPUs the figure belongs to: two for a pair, none for the node."""
+        return tuple(gpu.uuid for gpu in self.owners)
 
     @property
     def change(self) -> str:
@@ -97,25 +97,25 @@ def fleet_outliers(
 ) -> list[Outlier]:
     """Every figure far on its bad side of its GPU model's fleet median, worst first."""
     groups: dict[
-        tuple[str, str, str, str], list[tuple[str, float, str | None, tuple[str, ...]]]
+        tuple[str, str, str, str], list[tuple[str, float, str | None, tuple[Gpu, ...]]]
     ] = {}
     for run, case in report.cases():
         model = run.gpu_model
         if model is None:  # a CPU run has no peers to be compared with
             continue
-        labels = tuple(value for key, value in case.properties if key in GPU_LABELS)
         for figure in case.figures:
             if direction(figure.unit) == "either":
                 continue
             key = (model, case.check, figure.name, figure.unit)
-            groups.setdefault(key, []).append((run.label, figure.value, figure.verdict, labels))
+            owners = tuple(run.gpu(uuid) for uuid in figure.gpus)
+            groups.setdefault(key, []).append((run.label, figure.value, figure.verdict, owners))
     found = []
     for (model, check, name, unit), values in groups.items():
         if len(values) < min_runs:
             continue
         median = statistics.median(value for _, value, _, _ in values)
         sigma = MAD_SCALE * statistics.median(abs(value - median) for _, value, _, _ in values)
-        for node, value, verdict, labels in values:
+        for node, value, verdict, owners in values:
             bad = _badness(value - median, direction(unit))
             if bad > threshold * sigma and bad > min_relative * abs(median):
                 found.append(
@@ -130,7 +130,7 @@ def fleet_outliers(
                         len(values),
                         model,
                         verdict,
-                        labels,
+                        owners,
                     )
                 )
     return sorted(found, key=lambda o: (-abs(o.deviation), o.node, o.check, o.figure))
@@ -141,37 +141,25 @@ def _badness(difference: float, better: str) -> float:
     return -difference if better == "higher" else difference
 
 
-# Test ids name their GPUs as torch devices (``[cuda:3]``, ``[cuda:2-cuda:5]``); NVML readings
-# are ``gpu<index>.<field>``. The harness orders CUDA devices by PCI bus id (harness.plugin), so
-# NVML's GPU 3 is cuda:3 unless CUDA_VISIBLE_DEVICES hides some; the label then tells them apart.
-_DEVICE = re.compile(r"\bcuda:(\d+)\b")
-_NVML_FIGURE = re.compile(r"gpu(\d+)\.")
-
-
-def gpu_slots(check: str, figure: str) -> tuple[str, ...]:
-    """The GPUs a figure belongs to: the ``cuda:N`` of the test id's parameters, else the
-    ``gpuN.`` of the figure's name; ``()`` for a node-wide figure."""
-    name = check.rsplit("::", 1)[-1]
-    parameters = name[name.index("[") :] if "[" in name else ""
-    slots = [f"cuda:{index}" for index in _DEVICE.findall(parameters)]
-    match = _NVML_FIGURE.match(figure)
-    if match:
-        slots.append(f"cuda:{match.group(1)}")
-    return tuple(dict.fromkeys(slots))
-
-
 @dataclass(frozen=True)
 class Suspect:
     """A GPU that the outliers of its node point at."""
 
-    gpu: str  # "cuda:3"
+    gpu: str  # its UUID
     outliers: tuple[Outlier, ...]  # every outlier of the node that names it, worst first
 
     @property
+    def identity(self) -> Gpu:
+        return next(g for o in self.outliers for g in o.owners if g.uuid == self.gpu)
+
+    @property
     def label(self) -> str:
-        """``cuda:3 (model, UUID, PCI bus id)`` as the harness recorded it, else ``cuda:3``."""
-        labels = (label for o in self.outliers for label in o.labels)
-        return next((label for label in labels if label.startswith(f"{self.gpu} (")), self.gpu)
+        """``GPU 3 (cuda:1, model, UUID, PCI bus id)``, as the run's properties describe it."""
+        return self.identity.label
+
+    @property
+    def short_label(self) -> str:
+        return self.identity.short_label
 
     @property
     def description(self) -> str:
@@ -192,7 +180,11 @@ class Suspect:
 
 
 def _others(outlier: Outlier, gpu: str) -> str:
-    return "+".join(g for g in outlier.gpus if g != gpu)
+    return "+".join(g.short_label for g in outlier.owners if g.uuid != gpu)
+
+
+def _pair(outlier: Outlier) -> str:
+    return "-".join(g.short_label for g in outlier.owners)
 
 
 @dataclass(frozen=True)
@@ -211,15 +203,14 @@ class OutlierGroup:
 
     @property
     def others_description(self) -> str:
-        """``allreduce_busbw -8.1%, p2p_bandwidth -6.0% (cuda:1-cuda:4)``."""
+        """``allreduce_busbw -8.1%, p2p_bandwidth -6.0% (GPU 1-GPU 4)``."""
         return ", ".join(
-            f"{o.figure} {o.change}" + (f" ({'-'.join(o.gpus)})" if o.gpus else "")
-            for o in self.others
+            f"{o.figure} {o.change}" + (f" ({_pair(o)})" if o.gpus else "") for o in self.others
         )
 
     @property
     def verdict(self) -> str:
-        """``cuda:3 (...) is in 17 of 17 outlying figures (...)``: the headline, less the node."""
+        """``GPU 3 (...) is in 17 of 17 outlying figures (...)``: the headline, less the node."""
         total = len(self.outliers)
         figures = f"{total} outlying figure{'s' if total != 1 else ''}"
         if not self.suspects:
@@ -229,7 +220,7 @@ class OutlierGroup:
             suspect = self.suspects[0]
             text = f"{suspect.label} is in {explained} of {figures} ({suspect.description})"
         else:
-            names = [suspect.gpu for suspect in self.suspects]
+            names = [suspect.short_label for suspect in self.suspects]
             each = "; ".join(
                 f"{s.label} in {len(s.outliers)} ({s.description})" for s in self.suspects
             )
@@ -258,15 +249,23 @@ def _suspects(found: list[Outlier]) -> tuple[Suspect, ...]:
     or more of them or is the only GPU of one: a single slow pair cannot say which end is slow."""
     suspects: list[Suspect] = []
     left = [o for o in found if o.gpus]
+    order = {g.uuid: g.short_label for o in found for g in o.owners}
     while left:
         counts = Counter(gpu for o in left for gpu in o.gpus)
         alone = {o.gpus[0] for o in left if len(o.gpus) == 1}
-        gpu = max(counts, key=lambda g: (counts[g], g in alone, -int(g.split(":")[1])))
+        # Most outliers first, then a GPU alone in some, then the lowest index: a stable pick.
+        first = sorted(counts, key=lambda g: _natural(order[g]))
+        gpu = max(first, key=lambda g: (counts[g], g in alone))
         if counts[gpu] < 2 and gpu not in alone:
             break
         suspects.append(Suspect(gpu, tuple(o for o in found if gpu in o.gpus)))
         left = [o for o in left if gpu not in o.gpus]
     return tuple(suspects)
+
+
+def _natural(text: str) -> tuple:
+    """``GPU 10`` after ``GPU 9``: numbers compared as numbers."""
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

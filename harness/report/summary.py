@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.report import markdown
 from harness.report.merge import write_atomic
 from harness.report.model import OUTCOMES, Case, Figure, Report, ReportError, Run, load_report
 from harness.report.outliers import Outlier, OutlierGroup, fleet_outliers, group_outliers
@@ -434,19 +435,9 @@ def render(summary: Summary, fmt: str) -> str:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-    env.filters["md"] = markdown_cell
+    env.filters["md"] = markdown.cell
     env.globals.update(OUTCOME_MARKS=OUTCOME_MARKS, number=number, describe=describe_figure)
     return env.get_template(f"summary.{fmt}").render(s=summary, limit=MESSAGE_LIMIT)
-
-
-def markdown_cell(text: Any, limit: int | None = None) -> str:
-    """Text safe inside a Markdown table cell: no HTML, no column breaks, one line."""
-    text = str(text)
-    if limit is not None and len(text) > limit:
-        text = text[:limit] + " …"
-    for raw, safe in (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ("|", "\\|")):
-        text = text.replace(raw, safe)
-    return "<br>".join(line.strip() for line in text.strip().splitlines()) or " "
 
 
 # Command line -------------------------------------------------------------------------------

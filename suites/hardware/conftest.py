@@ -2,40 +2,38 @@
 
 From ``--devices`` at collection time, for the tests that take them:
 
-- ``gpu_device``: each distinct GPU once (``cuda:0,0`` is one GPU), ids ``cuda:0``;
+- ``gpu``: each distinct GPU once (``cuda:0,0`` is one GPU), ids ``cuda:0``; the value is the
+  GPU's identity (``harness.gpus.Gpu``: both indices, UUID, bus id, name);
 - ``gpu_pair``: each ordered (source, destination) pair of distinct GPUs, ids
   ``cuda:0-cuda:1``: both directions of every link are measured, since a link can be
   degraded one way only.
 
 Where there is nothing to measure (CPU devices, fewer than two GPUs for a pair, or a torchrun
 world) the test gets one parameter that skips saying why; under ``--acceptance`` a skipped
-required check fails, as it should on a GPU profile.
-
-``report_metric(metric, measurement)`` turns a figure into JUnit properties: judged by
-``check_metric`` when the ``--profile`` has a reference for it, else recorded with
-``record_metric``, so a run without a profile still reports its numbers.
+required check fails, as it should on a GPU profile. The GPUs a test runs on own its figures
+(``harness.plugin.figures.on_gpus``).
 """
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 import torch
 
 from harness.devices import DeviceSet
-from harness.perf.gpus import distinct_gpus, gpu_label, needs_gpus, ordered_pairs
-from harness.perf.measurement import Measurement
+from harness.gpus import Gpu
+from harness.perf.gpus import distinct_gpus, needs_gpus, ordered_pairs
+from harness.plugin.figures import on_gpus
+from harness.plugin.node import node_gpus
 from harness.plugin.options import chosen_devices
-from harness.plugin.profile import chosen_profile
-from harness.profiles import METRICS
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     devices = chosen_devices(metafunc.config)
-    gpus = distinct_gpus(devices)
-    if "gpu_device" in metafunc.fixturenames:
-        _parametrize(metafunc, "gpu_device", gpus, needs_gpus(devices, 1), str)
+    found = distinct_gpus(devices)
+    if "gpu" in metafunc.fixturenames:
+        _parametrize(metafunc, "gpu", found, needs_gpus(devices, 1), str)
     if "gpu_pair" in metafunc.fixturenames:
-        pairs = ordered_pairs(gpus)
+        pairs = ordered_pairs(found)
         _parametrize(metafunc, "gpu_pair", pairs, needs_gpus(devices, 2), _pair_id)
 
 
@@ -50,23 +48,21 @@ def _pair_id(pair: tuple[torch.device, torch.device]) -> str:
 
 
 @pytest.fixture
-def gpu_device(request: pytest.FixtureRequest) -> Iterator[torch.device]:
-    """The GPU under test; its label (index, name, UUID, PCI bus id) is a JUnit property."""
-    gpu = request.param
-    request.node.user_properties.append(("gpu", gpu_label(gpu)))
-    yield gpu
+def gpu(request: pytest.FixtureRequest) -> Iterator[Gpu]:
+    """The GPU under test; its label is the test's ``gpu`` property."""
+    found = node_gpus(request.config).of(request.param)
+    on_gpus(request.node, found)
+    yield found
     release_cached_memory()
 
 
 @pytest.fixture
-def gpu_pair(request: pytest.FixtureRequest) -> Iterator[tuple[torch.device, torch.device]]:
+def gpu_pair(request: pytest.FixtureRequest) -> Iterator[tuple[Gpu, Gpu]]:
     """(source, destination); both labelled in the JUnit properties."""
-    source, destination = request.param
-    request.node.user_properties += [
-        ("gpu.source", gpu_label(source)),
-        ("gpu.destination", gpu_label(destination)),
-    ]
-    yield source, destination
+    gpus = node_gpus(request.config)
+    pair = tuple(gpus.of(device) for device in request.param)
+    on_gpus(request.node, *pair)
+    yield pair
     release_cached_memory()
 
 
@@ -86,20 +82,7 @@ def gpu_world(devices: DeviceSet) -> int:
 
 
 @pytest.fixture
-def report_metric(
-    request: pytest.FixtureRequest, pytestconfig: pytest.Config, record_metric
-) -> Callable[[str, Measurement], None]:
-    """Record ``measurement`` as ``metric``: judged when the profile has a reference for it."""
-    profile = chosen_profile(pytestconfig)
-
-    def report(metric: str, measurement: Measurement) -> None:
-        unit = METRICS[metric]
-        if measurement.unit != unit:
-            raise ValueError(f"{metric} is in {unit}, the measurement in {measurement.unit}")
-        request.node.user_properties += measurement.properties(metric)
-        if profile is not None and metric in profile.performance:
-            request.getfixturevalue("check_metric")(metric, measurement.value)
-        else:
-            record_metric(metric, measurement.value, unit)
-
-    return report
+def device_labels(pytestconfig: pytest.Config, devices: DeviceSet) -> dict[str, str]:
+    """How messages name each CUDA device of ``--devices``: ``{"cuda:0": label}``."""
+    gpus = node_gpus(pytestconfig)
+    return {str(device): gpus.of(device).label for device in distinct_gpus(devices)}

@@ -7,42 +7,43 @@ direction. Sizes, repeats and definitions: ``harness.perf``.
 
 import pytest
 
+from harness.checks import Check
 from harness.perf import bandwidth
 from harness.perf.collective import allreduce_on_rank
 
 
-@pytest.mark.required_check("performance.d2d_copy_bandwidth")
-def test_copy_within_a_gpu(gpu_device, report_metric):
-    result = bandwidth.device_copy(gpu_device)
+@pytest.mark.required_check(Check.PERFORMANCE_D2D_COPY_BANDWIDTH)
+def test_copy_within_a_gpu(gpu, figures):
+    result = bandwidth.device_copy(gpu)
     assert result.corruption is None, result.corruption
-    report_metric("d2d_copy_bandwidth", result.bandwidth)
+    figures.record("d2d_copy_bandwidth", result.bandwidth)
 
 
-@pytest.mark.required_check("performance.h2d_pinned_bandwidth")
-def test_pinned_host_to_gpu(gpu_device, report_metric):
-    result = bandwidth.host_to_device(gpu_device)
+@pytest.mark.required_check(Check.PERFORMANCE_H2D_PINNED_BANDWIDTH)
+def test_pinned_host_to_gpu(gpu, figures):
+    result = bandwidth.host_to_device(gpu)
     assert result.corruption is None, result.corruption
-    report_metric("h2d_pinned_bandwidth", result.bandwidth)
+    figures.record("h2d_pinned_bandwidth", result.bandwidth)
 
 
-@pytest.mark.required_check("performance.d2h_pinned_bandwidth")
-def test_gpu_to_pinned_host(gpu_device, report_metric):
-    result = bandwidth.device_to_host(gpu_device)
+@pytest.mark.required_check(Check.PERFORMANCE_D2H_PINNED_BANDWIDTH)
+def test_gpu_to_pinned_host(gpu, figures):
+    result = bandwidth.device_to_host(gpu)
     assert result.corruption is None, result.corruption
-    report_metric("d2h_pinned_bandwidth", result.bandwidth)
+    figures.record("d2h_pinned_bandwidth", result.bandwidth)
 
 
-@pytest.mark.required_check("performance.p2p_bandwidth")
-def test_peer_to_peer(gpu_pair, report_metric):
+@pytest.mark.required_check(Check.PERFORMANCE_P2P_BANDWIDTH)
+def test_peer_to_peer(gpu_pair, figures):
     source, destination = gpu_pair
     result = bandwidth.peer_copy(source, destination)
     assert result.corruption is None, result.corruption
-    report_metric("p2p_bandwidth", result.bandwidth)
+    figures.record("p2p_bandwidth", result.bandwidth)
 
 
-@pytest.mark.required_check("performance.allreduce_busbw")
-def test_allreduce_bus_bandwidth(gpu_world, on_ranks, report_metric):
-    ranks = on_ranks(allreduce_on_rank, gpu_world, backend="nccl")
+@pytest.mark.required_check(Check.PERFORMANCE_ALLREDUCE_BUSBW)
+def test_allreduce_bus_bandwidth(gpu_world, on_ranks, device_labels, figures):
+    ranks = on_ranks(allreduce_on_rank, gpu_world, backend="nccl", labels=device_labels)
     problems = [rank.problem for rank in ranks if rank.problem]
     assert not problems, "\n".join(problems)
-    report_metric("allreduce_busbw", ranks[0].busbw)
+    figures.record("allreduce_busbw", ranks[0].busbw)

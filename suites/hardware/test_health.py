@@ -21,43 +21,44 @@ used is a JUnit property (``metric.gpu<index>.<reading>``).
 
 import pytest
 
+from harness.checks import Check
 from harness.hardware import assess
 from harness.hardware import health as fit
 
 
-@pytest.mark.required_check("health.ecc")
-def test_no_uncorrectable_ecc_errors(nvml, node_gpus, judged):
-    judged(assess(nvml, node_gpus, fit.ecc))
+@pytest.mark.required_check(Check.HEALTH_ECC)
+def test_no_uncorrectable_ecc_errors(nvml, node_gpus, figures):
+    figures.conclude(assess(nvml, node_gpus, fit.ecc))
 
 
-@pytest.mark.required_check("health.row_remap")
-def test_no_pending_or_failed_row_remap(nvml, node_gpus, judged):
-    judged(assess(nvml, node_gpus, fit.row_remap))
+@pytest.mark.required_check(Check.HEALTH_ROW_REMAP)
+def test_no_pending_or_failed_row_remap(nvml, node_gpus, figures):
+    figures.conclude(assess(nvml, node_gpus, fit.row_remap))
 
 
-@pytest.mark.required_check("health.clocks")
-def test_clocks_not_held_down(nvml, node_gpus, judged):
-    judged(assess(nvml, node_gpus, fit.clocks))
+@pytest.mark.required_check(Check.HEALTH_CLOCKS)
+def test_clocks_not_held_down(nvml, node_gpus, figures):
+    figures.conclude(assess(nvml, node_gpus, fit.clocks))
 
 
-@pytest.mark.required_check("health.pcie_link")
-def test_pcie_link_at_full_width_and_speed(nvml, node_gpus, node_profile, gpu_load, judged):
-    judged(assess(nvml, node_gpus, fit.pcie_link(node_profile), around=gpu_load))
+@pytest.mark.required_check(Check.HEALTH_PCIE_LINK)
+def test_pcie_link_at_full_width_and_speed(nvml, node_gpus, node_profile, gpu_load, figures):
+    figures.conclude(assess(nvml, node_gpus, fit.pcie_link(node_profile), around=gpu_load))
 
 
-@pytest.mark.required_check("health.nvlink")
-def test_nvlink_links_up(nvml, node_gpus, node_profile, judged):
+@pytest.mark.required_check(Check.HEALTH_NVLINK)
+def test_nvlink_links_up(nvml, node_gpus, node_profile, figures):
     if node_profile is not None and not node_profile.inventory.nvlink_links:
         pytest.skip(f"profile {node_profile.name} expects no NVLink: nothing to check")
-    judged(assess(nvml, node_gpus, fit.nvlink))
+    figures.conclude(assess(nvml, node_gpus, fit.nvlink))
 
 
-@pytest.mark.required_check("health.temperature")
-def test_temperature_below_slowdown(nvml, node_gpus, node_profile, judged):
-    judged(assess(nvml, node_gpus, fit.temperature(node_profile)))
+@pytest.mark.required_check(Check.HEALTH_TEMPERATURE)
+def test_temperature_below_slowdown(nvml, node_gpus, node_profile, figures):
+    figures.conclude(assess(nvml, node_gpus, fit.temperature(node_profile)))
 
 
 @pytest.mark.run_last
-@pytest.mark.required_check("health.xid")
-def test_no_xid_during_the_run(nvml, node_gpus, judged):
-    judged(assess(nvml, node_gpus, fit.xid))
+@pytest.mark.required_check(Check.HEALTH_XID)
+def test_no_xid_during_the_run(nvml, node_gpus, figures):
+    figures.conclude(assess(nvml, node_gpus, fit.xid))

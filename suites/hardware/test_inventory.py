@@ -14,42 +14,43 @@ Each failure names the GPU (index, UUID, PCI bus id), the value and the limit.
 
 import pytest
 
+from harness.checks import Check
 from harness.hardware import assess
 from harness.hardware import inventory as expect
 
 
-@pytest.mark.required_check("inventory.gpu_count")
-def test_gpu_count(node_gpus, profile, judged):
-    judged(expect.gpu_count(node_gpus, profile))
+@pytest.mark.required_check(Check.INVENTORY_GPU_COUNT)
+def test_gpu_count(node_gpus, profile, figures):
+    figures.conclude(expect.gpu_count(node_gpus, profile))
 
 
-@pytest.mark.required_check("inventory.gpu_model")
-def test_gpu_model(nvml, node_gpus, profile, judged):
-    judged(assess(nvml, node_gpus, expect.model(profile)))
+@pytest.mark.required_check(Check.INVENTORY_GPU_MODEL)
+def test_gpu_model(nvml, node_gpus, profile, figures):
+    figures.conclude(assess(nvml, node_gpus, expect.model(profile)))
 
 
-@pytest.mark.required_check("inventory.memory")
-def test_memory_per_gpu(nvml, node_gpus, profile, judged):
-    judged(assess(nvml, node_gpus, expect.memory(profile)))
+@pytest.mark.required_check(Check.INVENTORY_MEMORY)
+def test_memory_per_gpu(nvml, node_gpus, profile, figures):
+    figures.conclude(assess(nvml, node_gpus, expect.memory(profile)))
 
 
-@pytest.mark.required_check("inventory.driver")
-def test_driver_version(nvml, profile, judged):
-    judged(expect.driver(nvml.driver_version(), profile))
+@pytest.mark.required_check(Check.INVENTORY_DRIVER)
+def test_driver_version(nvml, profile, figures):
+    figures.conclude(expect.driver(nvml.driver_version(), profile))
 
 
-@pytest.mark.required_check("inventory.pcie")
-def test_pcie_capability(nvml, node_gpus, profile, judged):
-    judged(assess(nvml, node_gpus, expect.pcie(profile)))
+@pytest.mark.required_check(Check.INVENTORY_PCIE)
+def test_pcie_capability(nvml, node_gpus, profile, figures):
+    figures.conclude(assess(nvml, node_gpus, expect.pcie(profile)))
 
 
-@pytest.mark.required_check("inventory.nvlink")
-def test_nvlink_links(nvml, node_gpus, profile, judged):
+@pytest.mark.required_check(Check.INVENTORY_NVLINK)
+def test_nvlink_links(nvml, node_gpus, profile, figures):
     if not profile.inventory.nvlink_links:
         pytest.skip(f"profile {profile.name} expects no NVLink: nothing to check")
-    judged(assess(nvml, node_gpus, expect.nvlink(profile)))
+    figures.conclude(assess(nvml, node_gpus, expect.nvlink(profile)))
 
 
-@pytest.mark.required_check("inventory.mig")
-def test_mig_disabled(nvml, node_gpus, judged):
-    judged(assess(nvml, node_gpus, expect.mig_disabled))
+@pytest.mark.required_check(Check.INVENTORY_MIG)
+def test_mig_disabled(nvml, node_gpus, figures):
+    figures.conclude(assess(nvml, node_gpus, expect.mig_disabled))

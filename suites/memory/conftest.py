@@ -1,17 +1,23 @@
 """What the memory suites share: one case per GPU, and the skip without CUDA.
 
-``gpu_index`` is parametrised (session scope) with each distinct GPU of ``--devices`` (ids
-``cuda:0`` ...); on CPU devices with one case, ``no-gpu``, whose ``gpu`` fixture skips naming
-why. ``capped_gpu`` is ``gpu`` where its allocator can be capped. ``cuda_devices`` is
-``--devices`` for claims over all of them, skipping likewise. ``memory_spec`` is parametrised
-with the models of the largest-batch search (``--memory-model``, else ``MEMORY_ZOO``).
+``gpu`` is parametrised (session scope) with each distinct GPU of ``--devices`` (ids
+``cuda:0`` ...); on CPU devices with one case, ``no-gpu``, that skips naming why. Its value is
+the GPU's identity (``harness.gpus.Gpu``), which names it in every message and owns the
+figures the test records (``gpu=gpu``). ``gpu_memory`` is its memory
+(``harness.memory.device.CudaMemory``), and ``capped_gpu`` the GPU where its allocator can be
+capped. ``cuda_devices`` is ``--devices`` for claims over all of them, skipping likewise.
+``memory_spec`` is parametrised with the models of the largest-batch search
+(``--memory-model``, else ``MEMORY_ZOO``).
 """
 
 import pytest
 
 from harness.devices import DeviceSet
-from harness.memory.device import Gpu, cap_unsupported, distinct_gpus
+from harness.gpus import Gpu
+from harness.memory.device import CudaMemory, cap_unsupported
+from harness.perf.gpus import distinct_gpus
 from harness.plugin.memory import memory_models
+from harness.plugin.node import node_gpus
 from harness.plugin.options import chosen_devices
 from harness.plugin.rank_tests import pools_key
 
@@ -24,10 +30,12 @@ def needs_cuda(devices: DeviceSet) -> str:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "gpu_index" in metafunc.fixturenames:
-        indices: list[int | None] = list(distinct_gpus(chosen_devices(metafunc.config)))
-        ids = [f"cuda:{index}" for index in indices]
-        metafunc.parametrize("gpu_index", indices or [None], ids=ids or ["no-gpu"], scope="session")
+    if "gpu" in metafunc.fixturenames:
+        found = distinct_gpus(chosen_devices(metafunc.config))
+        ids = [str(device) for device in found]
+        metafunc.parametrize(
+            "gpu", found or [None], ids=ids or ["no-gpu"], scope="session", indirect=True
+        )
     if "memory_spec" in metafunc.fixturenames:
         specs = memory_models(metafunc.config)
         metafunc.parametrize("memory_spec", specs, ids=[spec.name for spec in specs])
@@ -42,11 +50,17 @@ def no_rank_pool(pytestconfig: pytest.Config) -> None:
 
 
 @pytest.fixture(scope="session")
-def gpu(gpu_index: int | None, devices: DeviceSet) -> Gpu:
-    """The GPU of this case: index, label (index, UUID, PCI bus id) and memory."""
-    if gpu_index is None:
+def gpu(request: pytest.FixtureRequest, devices: DeviceSet) -> Gpu:
+    """The GPU of this case."""
+    if request.param is None:
         pytest.skip(needs_cuda(devices))
-    return Gpu.of(devices, gpu_index)
+    return node_gpus(request.config).of(request.param)
+
+
+@pytest.fixture
+def gpu_memory(gpu: Gpu) -> CudaMemory:
+    """The memory of ``gpu``, through torch's caching allocator."""
+    return CudaMemory(gpu.device.index)
 
 
 @pytest.fixture(scope="session")

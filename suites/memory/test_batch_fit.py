@@ -22,7 +22,8 @@ of the data-parallel suites would reach it on any GPU (``harness.memory.estimate
 
 import pytest
 
-from harness.memory.device import Gpu, memory_cap, search_cap
+from harness.gpus import Gpu
+from harness.memory.device import CudaMemory, memory_cap, search_cap
 from harness.memory.search import BATCH_CEILING, largest_batch, oom_trial
 from harness.memory.sizes import MIB, format_size
 from harness.memory.steps import TrainingStep
@@ -30,25 +31,31 @@ from harness.models import ModelSpec
 
 
 def test_largest_batch_runs_a_training_step(
-    capped_gpu: Gpu, memory_spec: ModelSpec, memory_limit: int | None, record_metric
+    capped_gpu: Gpu,
+    gpu_memory: CudaMemory,
+    memory_spec: ModelSpec,
+    memory_limit: int | None,
+    figures,
 ) -> None:
     try:
-        cap = search_cap(capped_gpu.memory, memory_limit)
+        cap = search_cap(gpu_memory, memory_limit)
     except ValueError as err:
         pytest.skip(f"{capped_gpu.label}: {err}")
-    step = TrainingStep(memory_spec, capped_gpu.device, capped_gpu.memory)
-    with memory_cap(capped_gpu.memory, cap):
-        result = largest_batch(oom_trial(step, capped_gpu.memory), ceiling=BATCH_CEILING)
+    step = TrainingStep(memory_spec, capped_gpu.device, gpu_memory)
+    with memory_cap(gpu_memory, cap):
+        result = largest_batch(oom_trial(step, gpu_memory), ceiling=BATCH_CEILING)
     where = f"{capped_gpu.label}: model {memory_spec.name} under a cap of {format_size(cap)}"
-    record_metric("memory_cap", cap / MIB, "MiB")
-    record_metric("largest_batch", result.batch, "samples")
-    record_metric("largest_batch.trials", len(result.trials), "")
+    figures.record("memory_cap", cap / MIB, "MiB", gpu=capped_gpu)
+    figures.record("largest_batch", result.batch, "samples", gpu=capped_gpu)
+    figures.record("largest_batch.trials", len(result.trials), "", gpu=capped_gpu)
     if result.ceiling_reached:
-        record_metric("largest_batch.ceiling", BATCH_CEILING, "samples")
+        figures.record("largest_batch.ceiling", BATCH_CEILING, "samples", gpu=capped_gpu)
     if result.batch == 0:
         pytest.fail(f"{where}: even a batch of 1 does not fit", pytrace=False)
     peak = step.peaks[result.batch]
-    record_metric("largest_batch.peak_memory", peak / MIB, "MiB", reference=cap / MIB)
+    figures.record(
+        "largest_batch.peak_memory", peak / MIB, "MiB", reference=cap / MIB, gpu=capped_gpu
+    )
     if peak > cap:
         pytest.fail(
             f"{where}: the step at batch {result.batch} peaked at {format_size(peak)}, above the "

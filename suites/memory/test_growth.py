@@ -11,10 +11,11 @@ import pytest
 
 from harness.devices import DeviceSet
 from harness.impl import DPImpl
-from harness.memory.device import CudaMemory, distinct_gpus
+from harness.memory.device import CudaMemory
 from harness.memory.growth import measure_growth
 from harness.memory.steps import TrainingStep
 from harness.models import ZOO, ModelSpec
+from harness.perf.gpus import distinct_gpus
 
 MODELS = [pytest.param(spec, id=spec.name) for spec in ZOO.values()]
 
@@ -31,9 +32,9 @@ def test_no_memory_growth_across_iterations(
     wrapped: bool,
     data_parallel,
     dp_impl: DPImpl,
-    record_metric,
+    figures,
 ) -> None:
-    memories = [CudaMemory(index) for index in distinct_gpus(cuda_devices)]
+    memories = [CudaMemory(device.index) for device in distinct_gpus(cuda_devices)]
     step = TrainingStep(
         spec, cuda_devices.primary, memories[0], wrap=data_parallel if wrapped else None
     )
@@ -43,8 +44,8 @@ def test_no_memory_growth_across_iterations(
         warmup=WARMUP,
         iterations=ITERATIONS,
     )
-    record_metric("memory_growth", report.growth, "B", reference=0)
-    record_metric("memory_held_after_warmup", report.baseline, "B")
+    figures.record("memory_growth", report.growth, "B", reference=0)
+    figures.record("memory_held_after_warmup", report.baseline, "B")
     if report.grew:
         how = f"under --dp-impl {dp_impl.name}" if wrapped else "alone"
         pytest.fail(

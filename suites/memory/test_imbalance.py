@@ -15,11 +15,12 @@ import pytest
 import torch
 
 from harness.devices import DeviceSet
-from harness.memory.device import CudaMemory, distinct_gpus, gpu_label
+from harness.memory.device import CudaMemory
 from harness.memory.imbalance import DevicePeak, imbalance, step_peaks, tensor_bytes
 from harness.memory.sizes import MIB
 from harness.memory.steps import TrainingStep
 from harness.models import ZOO, ModelSpec
+from harness.plugin.node_report import devices_under_test
 
 MODELS = [pytest.param(spec, id=spec.name) for spec in ZOO.values()]
 
@@ -28,9 +29,10 @@ ROWS_PER_DEVICE = 4096
 
 @pytest.mark.parametrize("spec", MODELS)
 def test_every_gpu_holds_its_share_of_a_data_parallel_step(
-    cuda_devices: DeviceSet, spec: ModelSpec, data_parallel, record_metric
+    cuda_devices: DeviceSet, spec: ModelSpec, data_parallel, figures, pytestconfig
 ) -> None:
-    gpus = distinct_gpus(cuda_devices)
+    labelled = devices_under_test(pytestconfig)
+    gpus = [gpu.device.index for gpu in labelled]
     if len(gpus) < 2 or len(gpus) != cuda_devices.count:
         pytest.skip(
             "needs two or more GPUs, each used once, to tell their memory apart; --devices is "
@@ -45,21 +47,17 @@ def test_every_gpu_holds_its_share_of_a_data_parallel_step(
     with torch.no_grad():
         outputs = spec.make(torch.float32, torch.device("cpu"))(*args, **kwargs)
     chunk = tensor_bytes((args, kwargs)) // len(gpus)
+    output, *others = labelled
     checked = [
-        DevicePeak(
-            gpu_label(cuda_devices, gpus[0]),
-            peaks[gpus[0]],
-            tensor_bytes(outputs),
-            "the gathered outputs",
-        ),
+        DevicePeak(output.label, peaks[gpus[0]], tensor_bytes(outputs), "the gathered outputs"),
         *(
-            DevicePeak(gpu_label(cuda_devices, index), peaks[index], chunk, "its input chunk")
-            for index in gpus[1:]
+            DevicePeak(gpu.label, peaks[index], chunk, "its input chunk")
+            for gpu, index in zip(others, gpus[1:], strict=True)
         ),
     ]
-    for index in gpus:
-        record_metric(f"memory_step_peak.cuda{index}", peaks[index] / MIB, "MiB")
-    record_metric("memory_imbalance", imbalance(peaks, output=gpus[0]), "")
+    for gpu, index in zip(labelled, gpus, strict=True):
+        figures.record(f"memory_step_peak.cuda{index}", peaks[index] / MIB, "MiB", gpu=gpu)
+    figures.record("memory_imbalance", imbalance(peaks, output=gpus[0]), "")
     problems = [f"model {spec.name}: {peak.describe()}" for peak in checked if not peak.ok]
     if problems:
         pytest.fail("\n".join(problems), pytrace=False)

@@ -10,15 +10,19 @@ value before, and the fraction at its previous value (``harness.memory.oom``).
 
 import pytest
 
-from harness.memory.device import Gpu
+from harness.checks import Check
+from harness.gpus import Gpu
+from harness.memory.device import CudaMemory
 from harness.memory.oom import probe_oom_boundary
 from harness.memory.sizes import MIB
 
 
-@pytest.mark.required_check("memory.oom_boundary")
-def test_allocation_beyond_the_cap_is_a_clean_oom(capped_gpu: Gpu, record_metric) -> None:
-    probe = probe_oom_boundary(capped_gpu.memory)
-    record_metric("oom.cap", probe.cap / MIB, "MiB")
-    record_metric("oom.refused_allocation", probe.beyond / MIB, "MiB")
+@pytest.mark.required_check(Check.MEMORY_OOM_BOUNDARY)
+def test_allocation_beyond_the_cap_is_a_clean_oom(
+    capped_gpu: Gpu, gpu_memory: CudaMemory, figures
+) -> None:
+    probe = probe_oom_boundary(gpu_memory)
+    figures.record("oom.cap", probe.cap / MIB, "MiB", gpu=capped_gpu)
+    figures.record("oom.refused_allocation", probe.beyond / MIB, "MiB", gpu=capped_gpu)
     if probe.problems:
         pytest.fail("\n".join(f"{capped_gpu.label}: {p}" for p in probe.problems), pytrace=False)

@@ -8,18 +8,22 @@ GPU, the pattern, the number of bad 8-byte words and the byte offset of the firs
 
 import pytest
 
-from harness.memory.device import Gpu
+from harness.checks import Check
+from harness.gpus import Gpu
+from harness.memory.device import CudaMemory
 from harness.memory.patterns import run_memory_test
 from harness.memory.sizes import GIB
 
 
-@pytest.mark.required_check("memory.pattern")
-def test_memory_holds_every_pattern(gpu: Gpu, memory_test_share: float, record_metric) -> None:
-    run = run_memory_test(gpu.memory, gpu.device, memory_test_share)
-    record_metric("memory_test.bytes", run.bytes_tested / GIB, "GiB")
-    record_metric("memory_test.share", memory_test_share, "")
-    record_metric("memory_test.patterns", run.patterns, "")
-    record_metric("memory_test.time", run.seconds, "s")
+@pytest.mark.required_check(Check.MEMORY_PATTERN)
+def test_memory_holds_every_pattern(
+    gpu: Gpu, gpu_memory: CudaMemory, memory_test_share: float, figures
+) -> None:
+    run = run_memory_test(gpu_memory, gpu.device, memory_test_share)
+    figures.record("memory_test.bytes", run.bytes_tested / GIB, "GiB", gpu=gpu)
+    figures.record("memory_test.share", memory_test_share, "", gpu=gpu)
+    figures.record("memory_test.patterns", run.patterns, "", gpu=gpu)
+    figures.record("memory_test.time", run.seconds, "s", gpu=gpu)
     if run.mismatches:
         pytest.fail(
             "\n".join(f"{gpu.label}: {mismatch.describe()}" for mismatch in run.mismatches),

@@ -6,6 +6,11 @@ Every run is pytest in a subprocess with ``--fake-node`` and ``--profile``; they
 once per module and the tests read their JUnit files. The healthy runs take all of
 ``suites/hardware`` (its CUDA measurements skip on a CPU); the fault runs take the inventory and
 health files only, and put several faults, each on its own GPU, into one run.
+
+The fault runs number the GPUs for CUDA differently from NVML (``CUDA_VISIBLE_DEVICES``
+reversed, or some GPUs hidden), so a GPU's two indices differ: each fault must name its card
+the one way (``harness.gpus.Gpu.label``) in the failure, in the JUnit figures that belong to it
+(by UUID), in the suite's GPU table, and in what the report tools make of the file.
 """
 
 import copy
@@ -19,9 +24,11 @@ from typing import Any
 
 import pytest
 
-from tests.pytest_run import REPO, run_pytest
+from harness.report.__main__ import main as report_main
+from harness.report.model import load_report
+from tests.pytest_run import REPO, clean_env, run_pytest
 
-SNAPSHOTS = REPO / "profiles" / "snapshots"
+SNAPSHOTS = REPO / "harness" / "profiles" / "shipped" / "snapshots"
 H100 = json.loads((SNAPSHOTS / "h100-sxm-x8.json").read_text())
 H200 = json.loads((SNAPSHOTS / "h200x1.json").read_text())
 INVENTORY = "suites/hardware/test_inventory.py"
@@ -77,9 +84,20 @@ def lose_gpu(index: int) -> Callable[[dict], None]:
     return edit
 
 
-def label(index: int) -> str:
+# How CUDA numbers the GPUs in each fault run: NVML index -> CUDA index.
+VISIBLE = {"faults A": "7,6,5,4,3,2,1,0", "faults B": "4,6,1,3"}
+
+
+def cuda_index(index: int, run: str | None) -> int | None:
+    order = [int(i) for i in VISIBLE[run].split(",")] if run in VISIBLE else list(range(8))
+    return order.index(index) if index in order else None
+
+
+def label(index: int, run: str | None = None, name: str | None = None) -> str:
     gpu = H100["gpus"][index]
-    return f"GPU {index} ({gpu['uuid']}, {gpu['pci_bus_id']})"
+    cuda = cuda_index(index, run)
+    where = "" if cuda is None else f"cuda:{cuda}, "
+    return f"GPU {index} ({where}{name or gpu['name']}, {gpu['uuid']}, {gpu['pci_bus_id']})"
 
 
 # Faults injected into the 8x H100 snapshot, each on its own GPU so that several share one
@@ -176,9 +194,10 @@ FAULTS: dict[str, Fault] = {
         [],
     ),
 }
+# A lost GPU has no place in the PCI bus order, so which CUDA index each GPU has is unknown.
 GPU_LOST = (
-    "GPU 2 (GPU-7c1e4b20-3f5a-4d8e-b6c1-0a9d2e5f8302, PCI bus id unknown: GPU lost): "
-    "GPU lost (NVML_ERROR_GPU_IS_LOST reading "
+    "GPU 2 (name unknown: GPU lost, GPU-7c1e4b20-3f5a-4d8e-b6c1-0a9d2e5f8302, "
+    "PCI bus id unknown: GPU lost): GPU lost (NVML_ERROR_GPU_IS_LOST reading "
 )
 UNSUPPORTED_REASON = f"{label(0)}: temperature_c unavailable (NotSupported)"
 H100_8X = ["--profile", "h100-sxm-8x"]
@@ -229,13 +248,19 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Future]
             edit(data)
         node, xml = folder / f"{slug(name)}.json", folder / f"{slug(name)}.xml"
         node.write_text(json.dumps(data))
-        commands[name] = ([*args, "-rA", "--fake-node", str(node), "--junitxml", str(xml)], xml)
+        args = [*args, "-rA", "--fake-node", str(node), "--junitxml", str(xml)]
+        env = clean_env()
+        if name in VISIBLE:
+            env["CUDA_VISIBLE_DEVICES"] = VISIBLE[name]
+        commands[name] = (args, env, xml)
     with ThreadPoolExecutor(max_workers=2) as pool:  # the CI machine has two cores
-        yield {name: pool.submit(finished, args, xml) for name, (args, xml) in commands.items()}
+        yield {name: pool.submit(finished, *command) for name, command in commands.items()}
 
 
-def finished(args: list[str], xml: Path) -> tuple[subprocess.CompletedProcess[str], ET.Element]:
-    done = run_pytest(args)
+def finished(
+    args: list[str], env: dict[str, str], xml: Path
+) -> tuple[subprocess.CompletedProcess[str], ET.Element]:
+    done = run_pytest(args, env=env)
     assert xml.exists(), done.stdout + done.stderr
     return done, ET.parse(xml).getroot()
 
@@ -302,9 +327,10 @@ def test_injected_faults_fail_exactly_their_tests(runs, run):
     done, root = runs[run].result()
     result = mine(outcomes(root))
     expected: dict[str, list[str]] = {}
-    for fault_run, index, _, test, lines in FAULTS.values():
+    for fault_run, index, fields, test, lines in FAULTS.values():
         if fault_run == run:
-            expected.setdefault(test, []).extend(f"{label(index)}: {line}" for line in lines)
+            named = label(index, run, fields.get("name"))
+            expected.setdefault(test, []).extend(f"{named}: {line}" for line in lines)
     expected = {test: lines for test, lines in expected.items() if lines}
     failed = {test for test, (outcome, _) in result.items() if outcome != "passed"}
     assert failed == set(expected), done.stdout
@@ -316,11 +342,57 @@ def test_injected_faults_fail_exactly_their_tests(runs, run):
 
 @pytest.mark.parametrize("name", FAULTS)
 def test_fault_is_named_with_gpu_value_and_limit(runs, name):
-    run, index, _, test, lines = FAULTS[name]
+    run, index, fields, test, lines = FAULTS[name]
     _, root = runs[run].result()
     message = mine(outcomes(root))[test][1]
-    mentioned = [line for line in problem_lines(message) if line.startswith(f"{label(index)}: ")]
-    assert mentioned == sorted(f"{label(index)}: {line}" for line in lines), message
+    named = label(index, run, fields.get("name"))
+    mentioned = [line for line in problem_lines(message) if line.startswith(f"{named}: ")]
+    assert mentioned == sorted(f"{named}: {line}" for line in lines), message
+
+
+@pytest.mark.parametrize("name", [name for name, fault in FAULTS.items() if fault[4]])
+def test_the_faulty_card_is_named_alike_in_junit_and_the_reports(runs, name, tmp_path):
+    run, index, fields, test, _ = FAULTS[name]
+    _, root = runs[run].result()
+    uuid = H100["gpus"][index]["uuid"]
+    named = label(index, run, fields.get("name"))
+    # The suite's GPU table gives the card both its indices.
+    suite = {p.get("name"): p.get("value") for p in root.find("testsuite/properties")}
+    cuda = cuda_index(index, run)
+    assert suite[f"node.gpu.{index}.uuid"] == uuid
+    assert suite[f"node.gpu.{index}.cuda_index"] == ("none" if cuda is None else str(cuda))
+    # Its readings in the failing test are named by its NVML index, and its figures belong to
+    # it by UUID.
+    test_name = test.rsplit("::", 1)[1]
+    found = properties(root, test_name)
+    readings = {key for key in found if key.startswith((f"gpu{index}.", f"metric.gpu{index}."))}
+    assert readings, found
+    for key in readings:
+        if key.startswith("metric.") and not key.endswith((".gpu", ".reference")):
+            assert found[f"{key}.gpu"] == uuid, key
+    owners = {value for key, value in found.items() if key.endswith(".gpu")}
+    assert owners <= {gpu["uuid"] for gpu in H100["gpus"]}
+    # The report tools label it the same way, from the file alone.
+    xml = tmp_path / "run.xml"
+    xml.write_bytes(ET.tostring(root))
+    (report_run,) = load_report([xml]).runs
+    case = next(c for c in report_run.cases if c.name == test_name)
+    assert report_run.gpu(uuid).label == named
+    for figure in case.figures:
+        if figure.name.startswith(f"gpu{index}."):
+            assert figure.gpus == (uuid,), figure
+
+
+@pytest.mark.parametrize("run", ["faults A", "faults B"])
+def test_the_summary_names_each_failing_card_as_the_run_did(runs, run, tmp_path, capsys):
+    _, root = runs[run].result()
+    xml = tmp_path / "run.xml"
+    xml.write_bytes(ET.tostring(root))
+    assert report_main(["summary", str(xml), "--format", "md", "-o", "-"]) == 0
+    page = capsys.readouterr().out
+    for fault_run, index, fields, _, lines in FAULTS.values():
+        if fault_run == run and lines:
+            assert label(index, run, fields.get("name")) in page, (index, run)
 
 
 def test_missing_gpu_fails_the_count_only(runs):
@@ -359,7 +431,7 @@ def test_unsupported_metric_fails_under_acceptance(runs):
     outcome, message = result.pop(f"{HEALTH}::test_temperature_below_slowdown")
     assert outcome == "failure"
     assert message.startswith(
-        "required check health.temperature did not run under --acceptance "
+        "Failed: required check health.temperature did not run under --acceptance "
         f"(profile h100-sxm-8x): {UNSUPPORTED_REASON}"
     )
     assert {outcome for outcome, _ in result.values()} == {"passed"}, done.stdout

@@ -72,19 +72,19 @@ from harness.perf.timing import Timing
 def figure(value):
     return Measurement(value, "GB/s", Timing((1e-3, 2e-3, 3e-3), 1), (("size", "512 MiB"),))
 
-def test_within(report_metric):
-    report_metric("d2d_copy_bandwidth", figure(4100.0))
+def test_within(figures):
+    figures.record("d2d_copy_bandwidth", figure(4100.0))
 
-def test_below(report_metric):
-    report_metric("d2d_copy_bandwidth", figure(1000.0))
+def test_below(figures):
+    figures.record("d2d_copy_bandwidth", figure(1000.0))
 
-def test_no_reference(report_metric):
-    report_metric("p2p_bandwidth", figure(300.0))
+def test_no_reference(figures):
+    figures.record("p2p_bandwidth", figure(300.0))
 
-def test_on_ranks(on_ranks, report_metric):
+def test_on_ranks(on_ranks, figures):
     ranks = on_ranks(allreduce_on_rank, 2, backend="gloo", nbytes=2**20, warmup=1, repeats=3)
     assert [r.rank for r in ranks] == [0, 1] and not any(r.problem for r in ranks)
-    report_metric("allreduce_busbw", ranks[0].busbw)
+    figures.record("allreduce_busbw", ranks[0].busbw)
 
 def test_wrong_backend(on_ranks):
     on_ranks(allreduce_on_rank, 2, backend="nccl")
@@ -99,12 +99,9 @@ def figures_file(tmp_path_factory):
 
 
 def run_figures(path, junit, *options):
-    # The suite's conftest as a plugin: its report_metric fixture outside suites/hardware.
     return run_pytest(
         [
             str(path),
-            "-p",
-            "suites.hardware.conftest",
             "--devices",
             "cpu:2",
             "-rs",

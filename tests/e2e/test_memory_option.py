@@ -109,7 +109,8 @@ def test_acceptance_fails_the_skips_of_required_memory_checks(runs, workdir):
     ]
     for check, test in zip(MEMORY_CHECKS, sorted(failed)[::-1]):
         assert failed[test].startswith(
-            f"required check {check} did not run under --acceptance (profile needs-memory): "
+            f"Failed: required check {check} did not run under --acceptance (profile "
+            "needs-memory): "
             "needs a CUDA GPU"
         ), failed[test]
     # The claims no profile requires stay skips.

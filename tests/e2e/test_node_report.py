@@ -4,7 +4,7 @@ import xml.etree.ElementTree as ET
 
 from tests.pytest_run import REPO, run_pytest
 
-SNAPSHOT = REPO / "profiles" / "snapshots" / "h100-sxm-x8.json"
+SNAPSHOT = REPO / "harness" / "profiles" / "shipped" / "snapshots" / "h100-sxm-x8.json"
 
 
 def test_fake_node_is_the_node_reported(tmp_path):

@@ -17,6 +17,8 @@ from junitparser import JUnitXml
 from tests.pytest_run import assert_one_usage_error, run_pytest
 
 SUITE = """
+import os
+
 import pytest
 import torch
 
@@ -26,8 +28,16 @@ def test_param(n):
     assert n > 0
 
 
-def test_metric(record_metric):
-    record_metric("step_time", 12.3, "ms", reference=10.0, tolerance=0.25)
+def test_metric(figures):
+    figures.record("step_time", 12.3, "ms", reference=10.0)
+
+
+CUBLAS_AT_COLLECTION = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+
+
+def test_environment_is_set_before_any_test_module_is_imported():
+    assert CUBLAS_AT_COLLECTION == ":4096:8"
+    assert os.environ["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
 
 
 def test_fixtures(devices, device_kind, dp_impl, data_parallel):
@@ -123,14 +133,17 @@ def test_junit_suite_properties(runs, suite, name):
     assert found["dp_impl"] == dp_impl
     assert found["torch"] == torch.__version__
     assert found["cuda"] == (torch.version.cuda or "n/a")
-    assert {"host", "cudnn", "nccl", "driver", "harness"} <= found.keys()
+    assert {"host", "cudnn", "nccl", "driver", "harness", "nvidia_ml_py"} <= found.keys()
     assert not [key for key in found if key.startswith("gpu.")]  # CPU devices have no GPU facts
+    # Set at configure, before any test (and whatever tests were collected), and recorded.
+    assert found["env.CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    assert found["env.CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
 
 
 @pytest.mark.parametrize("name", JUNIT_RUNS)
 def test_junit_testcase_properties(runs, suite, name):
     cases = ET.parse(junit(runs, suite, name)).findall(".//testcase")
-    assert len(cases) == 5
+    assert len(cases) == 6
     devices, dp_impl = EXPECTED[name]
     for case in cases:
         assert case.find("failure") is None
@@ -144,7 +157,6 @@ def test_junit_testcase_properties(runs, suite, name):
         "dp_impl": dp_impl,
         "metric.step_time": "12.3 ms",
         "metric.step_time.reference": "10 ms",
-        "metric.step_time.tolerance": "25%",
     }
 
 

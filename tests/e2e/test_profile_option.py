@@ -3,6 +3,7 @@
 All runs start together once per module (each imports torch); the tests read their results.
 """
 
+import json
 import subprocess
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -11,12 +12,15 @@ from pathlib import Path
 import pytest
 
 from tests.pytest_run import (
+    REPO,
     assert_one_usage_error,
     junit_case_properties,
     junit_outcomes,
     junit_suite_properties,
     run_pytest,
 )
+
+SNAPSHOTS = REPO / "harness" / "profiles" / "shipped" / "snapshots"
 
 SUITE = """
 import pytest
@@ -65,13 +69,13 @@ def test_xfails():
 
 @pytest.mark.required_check("performance.d2d_copy_bandwidth")
 @pytest.mark.parametrize("measured", [100.0, 92.0, 80.0], ids=["pass", "warn", "fail"])
-def test_metric(check_metric, measured):
-    check_metric("d2d_copy_bandwidth", measured)
+def test_metric(figures, measured):
+    figures.record("d2d_copy_bandwidth", measured, "GB/s")
 
 
 @pytest.mark.required_check("performance.p2p_bandwidth")
-def test_metric_without_reference(check_metric):
-    check_metric("p2p_bandwidth", 1.0)
+def test_metric_without_reference(figures):
+    assert figures.record("p2p_bandwidth", 1.0, "GB/s") is None
 
 
 def test_fixtures(profile, acceptance):
@@ -99,6 +103,7 @@ checks = ["health.ecc", "health.row_remap"]
 
 RUNS = {
     "no profile": [],
+    "auto": ["--profile", "auto", "--fake-node", "h100-sxm-x8", "-k", "runs"],
     "profile": ["--profile", "PROFILE"],
     "acceptance": ["--profile", "PROFILE", "--acceptance"],
     "acceptance xdist": ["--profile", "PROFILE", "--acceptance", "-n", "2"],
@@ -115,7 +120,17 @@ LEFT_OUT = (
 )
 
 BAD_RUNS = {
-    "acceptance alone": (["--acceptance"], "--acceptance needs --profile NAME|PATH"),
+    "acceptance alone": (["--acceptance"], "--acceptance needs --profile NAME|PATH|auto"),
+    "auto, a GPU gone": (
+        ["--profile", "auto", "--fake-node", "SEVEN"],
+        "--profile auto: no shipped profile matches: this node has 7x NVIDIA H100 80GB HBM3 "
+        "(fake-node SEVEN) (h100-sxm-8x expects 8: a GPU missing?",
+    ),
+    "check name typo": (
+        ["TYPO"],
+        "test_typo.py::test_typo: @pytest.mark.required_check: unknown check 'healt.ecc' "
+        "(did you mean 'health.ecc'?)",
+    ),
     "unknown name": (["--profile", "h300"], "--profile h300: no such profile (shipped: "),
     "broken profile": (["--profile", "BROKEN"], "broken.toml: inventory.gpu_count: must be >= 0"),
 }
@@ -128,13 +143,31 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (suite / "test_checks.py").write_text(SUITE)
     (suite / "accept.toml").write_text(PROFILE)
     (suite / "broken.toml").write_text(PROFILE.replace("gpu_count = 0", "gpu_count = -1"))
+    snapshot = json.loads((SNAPSHOTS / "h100-sxm-x8.json").read_text())
+    gone = snapshot["gpus"].pop()["uuid"]
+    snapshot["topology"] = [pair for pair in snapshot["topology"] if gone not in pair["gpus"]]
+    (suite / "h100x7.json").write_text(json.dumps(snapshot))
+    typo(suite).mkdir()
+    (typo(suite) / "test_typo.py").write_text(
+        "import pytest\n\n@pytest.mark.required_check('healt.ecc')\ndef test_typo():\n    pass\n"
+    )
     return suite
 
 
+def typo(suite: Path) -> Path:
+    """A suite of its own beside ``suite``, whose marker names no known check."""
+    return suite.parent / f"{suite.name}-typo"
+
+
 def command(suite: Path, name: str, args: list[str]) -> list[str]:
-    paths = {"PROFILE": str(suite / "accept.toml"), "BROKEN": str(suite / "broken.toml")}
-    args = [paths.get(arg, arg) for arg in args]
-    return [str(suite), "-rA", *args, "--junitxml", str(suite / f"{name}.xml")]
+    paths = {
+        "PROFILE": str(suite / "accept.toml"),
+        "BROKEN": str(suite / "broken.toml"),
+        "SEVEN": str(suite / "h100x7.json"),
+    }
+    where = str(typo(suite)) if "TYPO" in args else str(suite)
+    args = [paths.get(arg, arg) for arg in args if arg != "TYPO"]
+    return [where, "-rA", *args, "--junitxml", str(suite / f"{name}.xml")]
 
 
 @pytest.fixture(scope="module")
@@ -158,10 +191,10 @@ def suite_properties(suite: Path, name: str) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("name", BAD_RUNS)
-def test_bad_profile_option_is_one_usage_error(runs, name):
+def test_bad_profile_option_is_one_usage_error(runs, suite, name):
     done = runs[name].result()
     _, message = BAD_RUNS[name]
-    assert_one_usage_error(done, message)
+    assert_one_usage_error(done, message.replace("SEVEN", str(suite / "h100x7.json")))
 
 
 def test_without_profile_skips_stay_skips(runs, suite):
@@ -187,10 +220,10 @@ def test_profile_without_acceptance_keeps_skips(runs, suite):
         "Failed: d2d_copy_bandwidth: 80 GB/s: fail, below 85 GB/s "
         "(reference 100 GB/s, -15%/+10% (warn beyond 5%))",
     )
-    assert result["test_metric_without_reference"] == (
-        "skipped",
-        "profile accept has no reference for p2p_bandwidth",
-    )
+    assert result["test_metric_without_reference"][0] == "passed"  # recorded, not judged
+    assert case_properties(suite, "profile", "test_metric_without_reference") == {
+        "metric.p2p_bandwidth": "1 GB/s"
+    }
     assert case_properties(suite, "profile", "test_metric[warn]") == {
         "metric.d2d_copy_bandwidth": "92 GB/s",
         "metric.d2d_copy_bandwidth.reference": "100 GB/s",
@@ -208,7 +241,7 @@ def test_acceptance_fails_skips_of_required_checks(runs, suite, name):
     result = outcomes(suite, name)
     assert result["test_skips_in_body"] == (
         "failure",
-        "required check health.ecc did not run under --acceptance (profile accept): "
+        "Failed: required check health.ecc did not run under --acceptance (profile accept): "
         "ECC mode: NotSupported",
     )
     assert result["test_skips_by_marker"][0] == "failure"
@@ -216,7 +249,7 @@ def test_acceptance_fails_skips_of_required_checks(runs, suite, name):
     # A skip in setup (here a fixture's) is a failure too, not an error.
     assert result["test_skips_in_setup"] == (
         "failure",
-        "required check health.row_remap did not run under --acceptance (profile accept): "
+        "Failed: required check health.row_remap did not run under --acceptance (profile accept): "
         "NVML: library not found",
     )
     assert result["test_not_required_by_profile"][0] == "skipped"
@@ -224,7 +257,7 @@ def test_acceptance_fails_skips_of_required_checks(runs, suite, name):
     assert result["test_runs"][0] == "passed"
     assert result["test_xfails"][0] == "skipped"  # JUnit's form of xfail
     assert result["test_fixtures"][0] == "passed"
-    assert result["test_metric_without_reference"][0] == "skipped"  # p2p not required here
+    assert result["test_metric_without_reference"][0] == "passed"  # p2p not judged here
     assert suite_properties(suite, name)["acceptance"] == "true"
     # The three skips above and the figure below its tolerance.
     assert "4 failed" in done.stdout
@@ -234,7 +267,19 @@ def test_acceptance_fails_skips_of_required_checks(runs, suite, name):
 def test_shipped_profile_by_name(runs, suite):
     done = runs["shipped"].result()
     assert done.returncode == 0, done.stdout + done.stderr
-    assert suite_properties(suite, "shipped")["profile"] == "cpu-virtual"
+    properties = suite_properties(suite, "shipped")
+    assert (properties["profile"], properties["profile.chosen_by"]) == ("cpu-virtual", "name")
+
+
+def test_auto_picks_the_shipped_profile_of_the_nodes_gpus_and_says_so(runs, suite):
+    done = runs["auto"].result()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (
+        "profile: h100-sxm-8x (auto: 8x NVIDIA H100 80GB HBM3 from fake-node h100-sxm-x8)"
+        in done.stdout
+    )
+    properties = suite_properties(suite, "auto")
+    assert (properties["profile"], properties["profile.chosen_by"]) == ("h100-sxm-8x", "auto")
 
 
 def test_required_checks_left_out_warn(runs, suite):

@@ -115,7 +115,8 @@ def test_rendered_page_says_which_node_failed_and_what_stands_out(browser, page,
     outliers = dom[dom.index('id="outliers"') : dom.index('id="plots"')]
     # one row naming the node and its GPU, the figures folded beneath
     assert re.search(
-        rf"<b>{SLOW_GPU_NODE}</b></td><td><div>cuda:3 \(NVIDIA H100 80GB HBM3, GPU-[^<]*\)</div>"
+        rf"<b>{SLOW_GPU_NODE}</b></td><td><div>GPU 3 \(cuda:3, NVIDIA H100 80GB HBM3, GPU-[^<]*\)"
+        r"</div>"
         r"</td><td[^>]*><div>17 of 17</div>",
         outliers,
     )

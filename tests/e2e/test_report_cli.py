@@ -14,9 +14,8 @@ SUITE = """
 import os
 import pytest
 
-def test_copy_bandwidth(record_metric):
-    record_metric("d2d_copy_bandwidth", float(os.environ["BANDWIDTH"]), "GB/s",
-                  reference=2930.0, tolerance=0.2)
+def test_copy_bandwidth(figures, node_gpus):
+    figures.record("d2d_copy_bandwidth", float(os.environ["BANDWIDTH"]), "GB/s", gpu=node_gpus[0])
 
 def test_ecc():
     assert os.environ["ECC_ERRORS"] == "0", "GPU 3: ecc_volatile_uncorrected = 2, limit 0"
@@ -45,12 +44,18 @@ def nights(tmp_path_factory):
     writes them on a node given by a snapshot."""
     directory = tmp_path_factory.mktemp("nights")
     (directory / "test_node.py").write_text(SUITE)
-    snapshot = REPO / "profiles" / "snapshots" / "h100-sxm-x8.json"
+    snapshot = REPO / "harness" / "profiles" / "shipped" / "snapshots" / "h100-sxm-x8.json"
     files = []
     for night, bandwidth, ecc in (("last", "2950", "0"), ("tonight", "2212", "2")):
         junit = directory / f"{night}.xml"
         env = {**clean_env(), "BANDWIDTH": bandwidth, "ECC_ERRORS": ecc}
-        args = ["test_node.py", f"--junitxml={junit}", f"--fake-node={snapshot}", "--devices=cpu:2"]
+        args = [
+            "test_node.py",
+            f"--junitxml={junit}",
+            f"--fake-node={snapshot}",
+            "--profile=h100-sxm-8x",
+            "--devices=cpu:2",
+        ]
         result = run_pytest(args, cwd=directory, env=env)
         assert result.returncode in (0, 1), result.stdout + result.stderr
         files.append(junit)
@@ -76,9 +81,9 @@ def test_merge_then_diff_of_two_real_nights(nights, tmp_path):
     worse = lines[lines.index("REGRESSION figures worse beyond their tolerance (1):") + 1]
     assert worse == (
         "  h100x8-example  test_node::test_copy_bandwidth: d2d_copy_bandwidth: "
-        "2950 GB/s -> 2212 GB/s (-25.0%, tolerance 20%)"
+        "2950 GB/s -> 2212 GB/s (-25.0%, tolerance -20%/+15% (warn beyond 10%))"
     )
-    assert lines[-1].startswith("2 regression(s): 1 newly failing")
+    assert lines[-1].startswith("3 regression(s): 2 newly failing")  # ECC, and the copy
     # the node's own file against the merged one of the same night: nothing changed
     assert report("diff", str(last), str(merged["last"])).returncode == 0
 
@@ -109,7 +114,7 @@ def test_a_fleet_merged_with_a_bad_file_then_outliers(tmp_path):
     assert lines[-1] == "5 fleet outlier(s) among 15 runs"
     # one headline naming GPU 1 (its copy, host copy, matmul and both directions of its one
     # link), then each figure indented
-    assert lines[0].startswith("gpu-node06: cuda:1 (NVIDIA H100 80GB HBM3, GPU-")
+    assert lines[0].startswith("gpu-node06: GPU 1 (cuda:1, NVIDIA H100 80GB HBM3, GPU-")
     assert "is in 5 of 5 outlying figures (" in lines[0]
     assert "p2p_bandwidth in 2 pairs" in lines[0]
     assert len(lines) == 7

@@ -8,16 +8,17 @@ from typing import Any
 
 import pytest
 
-from harness.hardware import Findings, Gpu, assess, health, inventory, list_gpus
+from harness.gpus import Gpu, nvml_gpus
+from harness.hardware import Findings, assess, health, inventory
 from harness.hardware.load import load_for
 from harness.nvml import FakeNvml, Unavailable, load_snapshot
 from harness.nvml.snapshot import LOST, XID_EVENTS
 from harness.profiles import Health, load_profile
 
-SNAPSHOTS = Path(__file__).resolve().parents[2] / "profiles" / "snapshots"
+SNAPSHOTS = Path(__file__).resolve().parents[2] / "harness" / "profiles" / "shipped" / "snapshots"
 H100X8 = load_snapshot(SNAPSHOTS / "h100-sxm-x8.json")
 PROFILE = load_profile("h100-sxm-8x")
-GPU0 = "GPU 0 (GPU-7c1e4b20-3f5a-4d8e-b6c1-0a9d2e5f8300, 00000000:18:00.0)"
+GPU0 = "GPU 0 (NVIDIA H100 80GB HBM3, GPU-7c1e4b20-3f5a-4d8e-b6c1-0a9d2e5f8300, 00000000:18:00.0)"
 NOT_SUPPORTED = "NotSupported"
 
 
@@ -35,21 +36,23 @@ def node(gpus: int = 8, **gpu0: Any) -> FakeNvml:
 
 def judge(judge: Any, gpus: int = 1, **gpu0: Any) -> Findings:
     nvml = node(gpus, **gpu0)
-    return assess(nvml, list_gpus(nvml), judge)
+    return assess(nvml, nvml_gpus(nvml), judge)
 
 
 def metrics(findings: Findings) -> dict[str, float]:
-    return {name: value for name, value, _ in findings.metrics}
+    return {name: value for name, value, _, _ in findings.metrics}
 
 
 # ---- naming and outcomes -----------------------------------------------------------------
 
 
-def test_gpus_are_named_by_index_uuid_and_bus_id() -> None:
-    gpus = list_gpus(node(gpus=2, pci_bus_id=LOST))
-    assert gpus[1].label == "GPU 1 (GPU-7c1e4b20-3f5a-4d8e-b6c1-0a9d2e5f8301, 00000000:2A:00.0)"
+def test_gpus_are_named_by_index_name_uuid_and_bus_id() -> None:
+    gpus = nvml_gpus(node(gpus=2, pci_bus_id=LOST))
+    assert gpus[1].label == (
+        "GPU 1 (NVIDIA H100 80GB HBM3, GPU-7c1e4b20-3f5a-4d8e-b6c1-0a9d2e5f8301, 00000000:2A:00.0)"
+    )
     assert gpus[0].pci_bus_id == "PCI bus id unknown: GPU lost"
-    gpus = list_gpus(node(gpus=1, pci_bus_id="NoPermission"))
+    gpus = nvml_gpus(node(gpus=1, pci_bus_id="NoPermission"))
     assert gpus[0].pci_bus_id == "PCI bus id unknown: NoPermission"
 
 
@@ -66,11 +69,11 @@ def test_a_lost_gpu_is_a_problem_of_that_gpu() -> None:
 
 def test_gpu_count_names_what_nvml_lists() -> None:
     nvml = node(gpus=7)
-    found = inventory.gpu_count(list_gpus(nvml), PROFILE)
+    found = inventory.gpu_count(nvml_gpus(nvml), PROFILE)
     (problem,) = found.problems
     assert problem.startswith("node: gpu_count = 7, limit 8 (profile h100-sxm-8x); NVML lists: ")
     assert GPU0 in problem
-    assert not inventory.gpu_count(list_gpus(node()), PROFILE).problems
+    assert not inventory.gpu_count(nvml_gpus(node()), PROFILE).problems
 
 
 @pytest.mark.parametrize(
@@ -123,7 +126,8 @@ INVENTORY_FAULTS = [
 def test_inventory_fault_names_gpu_value_and_limit(make: Any, edit: dict, problem: str) -> None:
     assert not judge(make(PROFILE), gpus=2).problems
     found = judge(make(PROFILE), gpus=2, **edit)
-    assert found.problems == [f"{GPU0}: {problem}"]
+    gpu0 = GPU0.replace("NVIDIA H100 80GB HBM3", edit.get("name", "NVIDIA H100 80GB HBM3"))
+    assert found.problems == [f"{gpu0}: {problem}"]
 
 
 def test_mig() -> None:
@@ -276,4 +280,4 @@ def test_xid() -> None:
 
 def test_a_snapshot_is_judged_as_recorded_without_load() -> None:
     around = load_for(node())
-    assert isinstance(around(Gpu(0, "GPU-x", "bus")), nullcontext)
+    assert isinstance(around(Gpu("GPU-x", "H100", "bus", 0, 0)), nullcontext)

@@ -179,7 +179,13 @@ def test_ddp_without_torch_distributed_is_refused(monkeypatch):
 
 
 def fake_config(tmp_path, **options):
-    values = {"devices": "cpu:2", "dp_impl": "reference", "ddp_impl": "reference", **options}
+    values = {
+        "devices": "cpu:2",
+        "dp_impl": "reference",
+        "ddp_impl": "reference",
+        "fake_node": None,
+        **options,
+    }
     return SimpleNamespace(
         invocation_params=SimpleNamespace(dir=tmp_path),
         rootpath=tmp_path,
@@ -192,7 +198,7 @@ def test_ddp_option_is_validated_and_stashed_at_configure(tmp_path, monkeypatch)
     monkeypatch.setattr(sys, "path", list(sys.path))
     config = fake_config(tmp_path, ddp_impl=f"{__name__}:make_ddp")
     options.pytest_configure(config)
-    assert options.chosen_ddp_impl(config) == DDPImpl(f"{__name__}:make_ddp", make_ddp)
+    assert config.stash[options.ddp_impl_key] == DDPImpl(f"{__name__}:make_ddp", make_ddp)
     assert config.getoption("ddp_impl") == f"{__name__}:make_ddp"
 
 
@@ -221,7 +227,7 @@ def test_ddp_impl_in_header_and_suite_properties(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "path", list(sys.path))
     config = configured(tmp_path, "torch")
     assert "ddp-impl: torch" in header.pytest_report_header(config)
-    assert ("ddp_impl", "torch") in junit.suite_properties(config)
+    assert ("ddp_impl", "torch") in junit.pytest_harness_suite_properties(config)
 
 
 def test_ddp_impl_per_test_property_on_distributed_tests(tmp_path, monkeypatch):

@@ -8,7 +8,7 @@ import torch
 from harness.memory.device import memory_cap
 from harness.memory.fake import FakeMemory
 from harness.memory.oom import probe_oom_boundary
-from harness.memory.usable import CONTEXT_ALLOWANCE_MIB, UsableMemory, allocatable_bytes
+from harness.memory.usable import allocatable_bytes
 
 MIB = 2**20
 GIB = 2**30
@@ -54,19 +54,6 @@ def test_garbage_of_earlier_tests_counts_as_usable(no_automatic_gc):
     Cycle(memory.allocate(GIB))  # unreachable at once, still holding its block
     assert memory.allocated() == GIB
     assert allocatable_bytes(memory) == 8 * GIB
-
-
-def test_usable_memory_against_the_profile():
-    ok = UsableMemory(usable_mib=80_900, min_memory_mib=80_000)
-    assert ok.ok
-    assert ok.floor_mib == 80_000 - CONTEXT_ALLOWANCE_MIB
-    short = UsableMemory(usable_mib=70_000.4, min_memory_mib=80_000)
-    assert not short.ok
-    assert short.describe() == (
-        "usable memory = 70000 MiB, limit >= 78464 MiB (profile minimum 80000 MiB less 1536 MiB "
-        "for the driver and CUDA context)"
-    )
-    assert short.tolerance == pytest.approx(1536 / 80_000)
 
 
 # ------------------------------------------------------------------ the cap

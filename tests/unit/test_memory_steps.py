@@ -1,17 +1,15 @@
 """The training step the memory checks run, on the CPU for every zoo model, and GPU labels."""
 
-from types import SimpleNamespace
-
 import pytest
 import torch
 
-from harness.devices import DeviceSet, parse_devices
+from harness.devices import parse_devices
 from harness.impl import resolve_dp_impl
-from harness.memory.device import distinct_gpus, gpu_label
 from harness.memory.fake import FakeMemory
 from harness.memory.search import largest_batch, oom_trial
 from harness.memory.steps import TrainingStep
 from harness.models import ZOO
+from harness.perf.gpus import distinct_gpus
 
 CPU = torch.device("cpu")
 MODELS = [pytest.param(spec, id=spec.name) for spec in ZOO.values()]
@@ -46,32 +44,6 @@ def test_the_search_drives_a_real_step_on_a_fake_budget():
     result = largest_batch(oom_trial(step_with_footprint, memory), ceiling=4096)
     assert result.batch == 1000
     assert result.batch in step.peaks
-
-
-def test_gpu_labels_name_index_uuid_and_pci_bus(monkeypatch):
-    props = {
-        0: SimpleNamespace(
-            name="NVIDIA H200",
-            uuid="5f0c1234-aaaa",
-            pci_domain_id=0,
-            pci_bus_id=0x1A,
-            pci_device_id=0,
-            total_memory=1,
-        ),
-        1: SimpleNamespace(
-            name="NVIDIA H200",
-            uuid="77ee0000-bbbb",
-            pci_domain_id=1,
-            pci_bus_id=0xC3,
-            pci_device_id=2,
-            total_memory=1,
-        ),
-    }
-    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: props[i])
-    devices = DeviceSet("cuda:1,0,1", "cuda", tuple(torch.device("cuda", i) for i in (1, 0, 1)))
-    assert distinct_gpus(devices) == [1, 0]
-    assert gpu_label(devices, 0) == "GPU 0 (GPU-5f0c1234-aaaa, 00000000:1A:00.0)"
-    assert gpu_label(devices, 1) == "GPU 1 (GPU-77ee0000-bbbb, 00000001:C3:02.0)"
 
 
 def test_cpu_devices_have_no_gpus():

@@ -1,4 +1,4 @@
-"""The NVML interface: the real implementation over a stub ``pynvml``, the fake, UUID mapping."""
+"""The NVML interface: the real implementation over a stub ``pynvml``, and the fake."""
 
 import sys
 import types
@@ -15,13 +15,11 @@ from harness.nvml import (
     RealNvml,
     Unavailable,
     load_snapshot,
-    normalise_uuid,
     take_snapshot,
-    torch_to_nvml,
 )
 from harness.nvml.real import address, clock_event_names
 
-SNAPSHOTS = Path(__file__).resolve().parents[2] / "profiles" / "snapshots"
+SNAPSHOTS = Path(__file__).resolve().parents[2] / "harness" / "profiles" / "shipped" / "snapshots"
 UUIDS = ["GPU-aaaaaaaa-0000-0000-0000-000000000000", "GPU-bbbbbbbb-0000-0000-0000-000000000001"]
 
 
@@ -302,25 +300,6 @@ def test_shipped_h100_has_nvlink() -> None:
     for metric in ("nvlink_links_total", "nvlink_links_up"):
         assert {fake.read(uuid, metric) for uuid in fake.gpu_uuids()} == {18}
     assert {fake.xid_events(uuid) for uuid in fake.gpu_uuids()} == {()}
-
-
-def props(uuids: dict[int, str]) -> Any:
-    return lambda index: types.SimpleNamespace(uuid=uuids[index])
-
-
-def test_torch_devices_map_by_uuid_not_index() -> None:
-    # CUDA numbers the GPUs the other way round from NVML.
-    torch_uuids = {0: UUIDS[1].removeprefix("GPU-"), 1: UUIDS[0].removeprefix("GPU-").upper()}
-    assert torch_to_nvml([0, 1], UUIDS, props(torch_uuids)) == {0: UUIDS[1], 1: UUIDS[0]}
-
-
-def test_torch_device_missing_from_nvml() -> None:
-    with pytest.raises(LookupError, match=r"cuda:0 .*not among NVML's GPUs"):
-        torch_to_nvml([0], UUIDS, props({0: "cccccccc-0000"}))
-
-
-def test_normalise_uuid() -> None:
-    assert normalise_uuid("GPU-ABC") == normalise_uuid("abc") == "abc"
 
 
 def test_environment_driver_version_goes_through_the_interface(

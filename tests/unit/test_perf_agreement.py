@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from harness.devices import parse_devices
+from harness.environment import prepare_environment
 from harness.perf import agreement
 from harness.perf.agreement import compare, devices_to_compare, reference_computation
 
@@ -121,17 +122,22 @@ def test_the_computation_runs_deterministic_and_in_full_fp32():
 
 
 @pytest.mark.parametrize("preset", [None, ":16:8"])
-def test_importing_sets_cublas_workspace_config_before_any_matmul(preset):
+def test_the_process_environment_fixes_cublas_workspace_before_any_matmul(preset):
     # torch checks CUBLAS_WORKSPACE_CONFIG once, at the first cuBLAS call of the process: the
-    # variable must be in place as soon as the module is imported, not when the check runs.
+    # plugin sets it at configure time, before any test; a value the user set is kept.
+    environ = {} if preset is None else {"CUBLAS_WORKSPACE_CONFIG": preset}
+    prepare_environment(environ)
+    assert environ["CUBLAS_WORKSPACE_CONFIG"] == (preset or ":4096:8")
+    assert environ["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
+
+
+def test_importing_the_module_changes_no_environment():
     env = {k: v for k, v in os.environ.items() if k != "CUBLAS_WORKSPACE_CONFIG"}
-    if preset is not None:
-        env["CUBLAS_WORKSPACE_CONFIG"] = preset
-    code = "import os, harness.perf.agreement; print(os.environ['CUBLAS_WORKSPACE_CONFIG'])"
+    code = "import os, harness.perf.agreement; print(os.environ.get('CUBLAS_WORKSPACE_CONFIG'))"
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
-    assert out.stdout.strip() == (preset or ":4096:8")  # a value the user set is kept
+    assert out.stdout.strip() == "None"
 
 
 def test_gpus_are_compared_once_each():

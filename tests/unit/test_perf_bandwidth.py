@@ -5,6 +5,7 @@ import types
 import pytest
 import torch
 
+from harness.gpus import Gpu
 from harness.perf import bandwidth, pattern
 
 CPU = torch.device("cpu")
@@ -90,12 +91,22 @@ def corrupting_copy(destination: torch.Tensor, source: torch.Tensor) -> None:
     destination[12345] ^= 1 << 7  # one flipped bit
 
 
-def test_a_corrupting_peer_link_is_caught_and_the_pair_named(monkeypatch):
-    monkeypatch.setattr(bandwidth, "gpu_label", lambda device: f"<{device} label>")
-    result = bandwidth.peer_copy(CPU, CPU, NBYTES, copy=corrupting_copy, warmup=1, repeats=2)
+class Labelled(Gpu):
+    """A GPU identity measured on the CPU: how messages name the ends of a link."""
+
+    @property
+    def device(self) -> torch.device:
+        return CPU
+
+
+def test_a_corrupting_peer_link_is_caught_and_the_pair_named():
+    source, destination = (Labelled(f"GPU-{i}", "H100", f"bus{i}", i, i) for i in (3, 5))
+    result = bandwidth.peer_copy(
+        source, destination, NBYTES, copy=corrupting_copy, warmup=1, repeats=2
+    )
     assert result.corruption == (
-        f"<cpu label> -> <cpu label>: 1 of {NBYTES // 4} 4-byte words differ from what was "
-        f"sent, the first at byte offset {12345 * 4}"
+        f"{source.label} -> {destination.label}: 1 of {NBYTES // 4} 4-byte words differ from "
+        f"what was sent, the first at byte offset {12345 * 4}"
     )
 
 

@@ -1,14 +1,15 @@
 """Node profiles: the shipped ones load, every validation error is one line naming the file and
 the key, and ``Reference.judge`` draws its boundaries where the module docstring says."""
 
+import dataclasses
 import math
 from pathlib import Path
 
 import pytest
 
+from harness.checks import FIGURES, USABLE_MEMORY, Check
 from harness.profiles import (
-    METRICS,
-    PROFILES_DIR,
+    USABLE_MEMORY_ALLOWANCE_MIB,
     Health,
     Inventory,
     ProfileError,
@@ -17,6 +18,7 @@ from harness.profiles import (
     shipped_profiles,
     version_tuple,
 )
+from tests.pytest_run import REPO
 
 SHIPPED = ["cpu-virtual", "h100-1x", "h100-sxm-8x", "h200-1x", "h200-sxm-8x"]
 
@@ -66,10 +68,33 @@ def test_every_shipped_profile_loads() -> None:
     for name in SHIPPED:
         profile = load_profile(name)
         assert profile.name == name
-        assert profile.path == PROFILES_DIR / f"{name}.toml"
+        assert profile.source == f"harness/profiles/shipped/{name}.toml"
         assert profile.description
         for metric, ref in profile.performance.items():
-            assert ref.unit == METRICS[metric]
+            assert ref.unit == FIGURES[metric]
+
+
+def test_the_checkouts_profiles_folder_is_the_packaged_one() -> None:
+    assert (REPO / "profiles").resolve() == REPO / "harness" / "profiles" / "shipped"
+    by_path = load_profile(REPO / "profiles" / "h200-1x.toml")
+    shipped = load_profile("h200-1x")
+    assert dataclasses.replace(by_path, source=shipped.source) == shipped
+
+
+def test_usable_memory_is_judged_through_the_profile() -> None:
+    reference = load_profile("h100-1x").reference(USABLE_MEMORY)
+    assert reference is not None
+    assert (reference.value, reference.unit, reference.upper_pct) == (80_000, "MiB", None)
+    assert reference.low == pytest.approx(80_000 - USABLE_MEMORY_ALLOWANCE_MIB)
+    assert reference.judge(80_000 - USABLE_MEMORY_ALLOWANCE_MIB).status == "pass"
+    assert reference.judge(200_000).status == "pass"  # no upper limit
+    short = reference.judge(70_000)
+    assert short.status == "fail"
+    assert short.text == (
+        "70000 MiB: fail, below 78464 MiB (reference 80000 MiB, -1.92%/no upper limit)"
+    )
+    assert load_profile("cpu-virtual").reference(USABLE_MEMORY) is None
+    assert load_profile("h100-1x").reference("p2p_bandwidth") is None
 
 
 def test_shipped_profiles_describe_their_nodes() -> None:
@@ -96,7 +121,7 @@ def test_a_path_loads_and_required_checks_combine(tmp_path: Path) -> None:
     assert profile.performance["bf16_matmul_tflops"] == Reference(
         700.0, "TFLOP/s", 15, 10, None, False
     )
-    assert profile.required_checks == {"health.ecc", "performance.d2d_copy_bandwidth"}
+    assert profile.required_checks == {Check.HEALTH_ECC, Check.PERFORMANCE_D2D_COPY_BANDWIDTH}
     assert profile.health == Health(max_temperature_c=80, slowdown_margin_c=5)
     assert load_profile(str(write(tmp_path, GOOD))).name == "test"
 
@@ -250,6 +275,11 @@ BAD = {
         "required.checks[0]: 'performance.bf16_matmul_tflops' is listed but",
     ),
     "not toml": ('name = "test"', "name = ", "not valid TOML"),
+    "unknown check": (
+        'checks = ["health.ecc", "performance.d2d_copy_bandwidth"]',
+        'checks = ["health.ecc", "healt.xid"]',
+        "required.checks[1]: unknown check 'healt.xid' (did you mean 'health.xid'?)",
+    ),
     "unknown health key": (
         "max_temperature_c = 80",
         "max_temp_c = 80",

@@ -103,9 +103,9 @@ def test_exit_code_1_and_the_regression_listed(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     failing = lines.index("REGRESSION newly failing (1):")
     assert lines[failing + 1].startswith(
-        f"  gpu-node01  {COPY}[cuda:2]: passed -> failed: d2d_copy_bandwidth: 2051 GB/s: fail, "
-        "below 2344 GB/s"
+        f"  gpu-node01  {COPY}[cuda:2]: passed -> failed: GPU 2 (cuda:2, NVIDIA H100 80GB HBM3, "
     )
+    assert "): d2d_copy_bandwidth: 2051 GB/s: fail, below 2344 GB/s" in lines[failing + 1]
     worse = lines.index("REGRESSION figures worse beyond their tolerance (1):")
     assert "d2d_copy_bandwidth:" in lines[worse + 1]
     assert "2051 GB/s (-29.9%, tolerance -20%/+15%" in lines[worse + 1]
@@ -119,7 +119,7 @@ def test_exit_code_0_without_regression_and_markdown(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.startswith("## Report diff:")
     assert "### newly passing (1)" in out
-    assert f"| gpu-node01 | `{ECC}` | failed -> passed |" in out
+    assert f"| gpu-node01 | {ECC} | failed -&gt; passed |" in out  # escaped as summary does
     assert out.rstrip().endswith("**no regressions**")
 
 

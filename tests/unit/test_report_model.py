@@ -12,14 +12,14 @@ from harness.report.model import (
     parse_quantity,
     parse_tolerance,
 )
-from tests.pytest_run import REPO, run_pytest
+from tests.pytest_run import REPO, clean_env, run_pytest
 from tests.report_data import H100, labels, write_fleet
 
 TINY_SUITE = """
 import pytest
 
-def test_copy_bandwidth(record_metric):
-    record_metric("d2d_copy_bandwidth", 2900.0, "GB/s", reference=2930.0, tolerance=0.2)
+def test_copy_bandwidth(figures, node_gpus):
+    figures.record("d2d_copy_bandwidth", 2900.0, "GB/s", gpu=node_gpus[3])
 
 def test_ecc():
     assert 2 == 0, "GPU 3: ecc_volatile_uncorrected = 2, limit 0"
@@ -35,10 +35,17 @@ def real_junit(tmp_path_factory) -> Path:
     directory = tmp_path_factory.mktemp("real")
     (directory / "test_tiny.py").write_text(TINY_SUITE)
     junit = directory / "junit.xml"
-    snapshot = REPO / "profiles" / "snapshots" / "h100-sxm-x8.json"
+    snapshot = REPO / "harness" / "profiles" / "shipped" / "snapshots" / "h100-sxm-x8.json"
     result = run_pytest(
-        ["test_tiny.py", f"--junitxml={junit}", f"--fake-node={snapshot}", "--devices=cpu:2"],
+        [
+            "test_tiny.py",
+            f"--junitxml={junit}",
+            f"--fake-node={snapshot}",
+            "--profile=h100-sxm-8x",
+            "--devices=cpu:2",
+        ],
         cwd=directory,
+        env={**clean_env(), "CUDA_VISIBLE_DEVICES": "3,0"},
     )
     assert result.returncode == 1, result.stdout + result.stderr
     return junit
@@ -70,8 +77,16 @@ def test_a_recorded_metric_becomes_a_figure_with_reference_and_tolerance(real_ju
     (figure,) = case.figures
     assert (figure.name, figure.value, figure.unit) == ("d2d_copy_bandwidth", 2900.0, "GB/s")
     assert figure.reference == 2930.0
-    assert figure.tolerance_pct() == (20.0, 20.0)
+    assert figure.tolerance_pct() == (20.0, 15.0)
+    assert figure.verdict == "pass"
     assert figure.text == "2900 GB/s"
+    (uuid,) = figure.gpus
+    gpu = run.gpu(uuid)
+    assert (gpu.nvml_index, gpu.cuda_index) == (3, 0)  # CUDA_VISIBLE_DEVICES=3,0
+    assert gpu.label == (
+        "GPU 3 (cuda:0, NVIDIA H100 80GB HBM3, GPU-7c1e4b20-3f5a-4d8e-b6c1-0a9d2e5f8303, "
+        "00000000:5D:00.0)"
+    )
 
 
 def test_judged_figures_and_torchrun_ranks_of_generated_files(tmp_path):

@@ -2,11 +2,10 @@
 
 import statistics
 
-import pytest
-
+from harness.gpus import Gpu
 from harness.report.__main__ import main
 from harness.report.model import load_report
-from harness.report.outliers import Outlier, fleet_outliers, gpu_slots, group_outliers
+from harness.report.outliers import Outlier, fleet_outliers, group_outliers
 from tests.report_data import H100, H200, host, write_fleet
 
 
@@ -79,7 +78,7 @@ def test_the_command_lists_outliers_and_exits_1(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[-1] == "3 fleet outlier(s) among 6 runs"
     headline, details = lines[0], lines[1:-1]
-    assert headline.startswith("gpu-node04: cuda:0 (NVIDIA H100 80GB HBM3, GPU-")
+    assert headline.startswith("gpu-node04: GPU 0 (cuda:0, NVIDIA H100 80GB HBM3, GPU-")
     assert "is in 3 of 3 outlying figures (" in headline
     assert len(details) == 3
     assert all(line.startswith("  gpu-node04: suites.hardware.") for line in details)
@@ -104,37 +103,46 @@ def test_counters_and_amounts_are_not_fleet_compared(tmp_path):
 # Grouping: one verdict per node, naming the GPU -----------------------------------------------
 
 
-def outlier(node: str, check: str, figure: str = "p2p_bandwidth", deviation: float = -0.1):
-    """An outlier of ``deviation`` from a median of 100 GB/s."""
-    return Outlier(node, check, figure, "GB/s", 100 * (1 + deviation), 100.0, 1.0, 8, H100, None)
+def gpu(index: int) -> Gpu:
+    return Gpu(f"GPU-{index:04d}", H100, f"00000000:{index:02X}:00.0", index, index)
 
 
-@pytest.mark.parametrize(
-    ("check", "figure", "slots"),
-    [
-        ("m::test_copy[cuda:3]", "d2d", ("cuda:3",)),
-        ("m::test_peer_to_peer[cuda:2-cuda:5]", "p2p", ("cuda:2", "cuda:5")),
-        ("m::test_health", "gpu6.temperature", ("cuda:6",)),
-        ("m::test_allreduce_bus_bandwidth", "allreduce_busbw", ()),
-        ("m::test_x[cuda:10-bf16]", "y", ("cuda:10",)),
-        ("cuda:1.m::test_x", "y", ()),  # only the test's parameters name its GPUs
-    ],
-)
-def test_gpu_slots_come_from_the_test_id_or_the_figure_name(check, figure, slots):
-    assert gpu_slots(check, figure) == slots
+def outlier(
+    node: str,
+    check: str,
+    figure: str = "p2p_bandwidth",
+    deviation: float = -0.1,
+    gpus: tuple[int, ...] = (),
+):
+    """An outlier of ``deviation`` from a median of 100 GB/s, belonging to GPUs ``gpus``."""
+    value = 100 * (1 + deviation)
+    owners = tuple(gpu(index) for index in gpus)
+    return Outlier(node, check, figure, "GB/s", value, 100.0, 1.0, 8, H100, None, owners)
+
+
+def test_an_outliers_gpus_are_the_uuids_its_figure_names(tmp_path):
+    found = outliers_of(tmp_path, nodes=6, gpus=8, slow={("gpu-node03", 5): 0.9})
+    copy = next(o for o in found if o.figure == "d2d_copy_bandwidth")
+    assert copy.gpus == ("GPU-7c1e4b20-3f5a-4d8e-0200-0a9d2e5f8305",)
+    assert copy.owners[0].label == (
+        "GPU 5 (cuda:5, NVIDIA H100 80GB HBM3, GPU-7c1e4b20-3f5a-4d8e-0200-0a9d2e5f8305, "
+        "00000000:AB:00.0)"
+    )
+    pair = next(o for o in found if o.figure == "p2p_bandwidth" and o.check.endswith("-cuda:5]"))
+    assert [g.nvml_index for g in pair.owners][1] == 5
 
 
 def test_a_slow_gpu_in_pairs_of_both_directions_is_named_once(tmp_path):
     found = outliers_of(tmp_path, nodes=16, gpus=8, seed=2, slow={(host(5), 3): 0.9})
     [group] = group_outliers(found)
     assert group.node == host(5)
-    assert [suspect.gpu for suspect in group.suspects] == ["cuda:3"]
+    assert [suspect.short_label for suspect in group.suspects] == ["GPU 3"]
     suspect = group.suspects[0]
     assert len(suspect.outliers) == len(found) == 17
-    pairs = {o.gpus for o in suspect.outliers if len(o.gpus) == 2}
-    assert {("cuda:3", "cuda:1"), ("cuda:1", "cuda:3")} <= pairs
+    pairs = {tuple(g.nvml_index for g in o.owners) for o in suspect.outliers if len(o.gpus) == 2}
+    assert {(3, 1), (1, 3)} <= pairs
     assert len(pairs) == 14  # every link of GPU 3, each direction
-    assert suspect.label.startswith("cuda:3 (NVIDIA H100 80GB HBM3, GPU-7c1e4b20-")
+    assert suspect.label.startswith("GPU 3 (cuda:3, NVIDIA H100 80GB HBM3, GPU-7c1e4b20-")
     assert suspect.label.endswith(", 00000000:5D:00.0)")
     assert group.others == ()
     assert group.headline == (
@@ -148,26 +156,29 @@ def test_two_slow_gpus_on_one_node_are_both_named(tmp_path):
     slow = {(host(2), 3): 0.9, (host(2), 5): 0.9}
     found = outliers_of(tmp_path, nodes=10, gpus=8, slow=slow)
     [group] = group_outliers(found)
-    assert [(s.gpu, len(s.outliers)) for s in group.suspects] == [("cuda:3", 17), ("cuda:5", 17)]
+    assert [(s.short_label, len(s.outliers)) for s in group.suspects] == [
+        ("GPU 3", 17),
+        ("GPU 5", 17),
+    ]
     assert len(found) == 32  # 2 x 17, less the two links between them, counted once
-    assert group.headline.startswith(f"{host(2)}: cuda:3 and cuda:5 are in 32 of 32 outlying")
-    assert "; cuda:5 (NVIDIA H100 80GB HBM3, GPU-" in group.headline
+    assert group.headline.startswith(f"{host(2)}: GPU 3 and GPU 5 are in 32 of 32 outlying")
+    assert "; GPU 5 (cuda:5, NVIDIA H100 80GB HBM3, GPU-" in group.headline
 
 
 def test_outliers_without_a_gpu_or_with_a_lone_pair_stay_listed_as_they_are():
     found = [
         outlier("n1", "m::test_allreduce_bus_bandwidth", "allreduce_busbw", -0.12),
-        outlier("n1", "m::test_health", "gpu3.clock_mhz_per_s", -0.1),
-        outlier("n1", "m::test_peer_to_peer[cuda:1-cuda:4]", deviation=-0.06),
+        outlier("n1", "m::test_health", "gpu3.clock_mhz_per_s", -0.1, gpus=(3,)),
+        outlier("n1", "m::test_peer_to_peer[cuda:1-cuda:4]", deviation=-0.06, gpus=(1, 4)),
         outlier("n2", "m::test_allreduce_bus_bandwidth", "allreduce_busbw", -0.08),
     ]
     first, second = group_outliers(found)
-    # cuda:3 is the only GPU of its figure; the pair cannot say which end is slow
-    assert [suspect.gpu for suspect in first.suspects] == ["cuda:3"]
+    # GPU 3 is the only GPU of its figure; the pair cannot say which end is slow
+    assert [suspect.gpu for suspect in first.suspects] == ["GPU-0003"]
     assert first.others == (found[0], found[2])
     assert first.headline == (
-        "n1: cuda:3 is in 1 of 3 outlying figures (gpu3.clock_mhz_per_s -10.0%); 2 tied to no "
-        "one GPU (allreduce_busbw -12.0%, p2p_bandwidth -6.0% (cuda:1-cuda:4))"
+        f"n1: {gpu(3).label} is in 1 of 3 outlying figures (gpu3.clock_mhz_per_s -10.0%); 2 "
+        "tied to no one GPU (allreduce_busbw -12.0%, p2p_bandwidth -6.0% (GPU 1-GPU 4))"
     )
     assert (second.suspects, second.others) == ((), (found[3],))
     assert second.headline == "n2: 1 outlying figure, none tied to one GPU (allreduce_busbw -8.0%)"
@@ -175,13 +186,13 @@ def test_outliers_without_a_gpu_or_with_a_lone_pair_stay_listed_as_they_are():
 
 def test_a_gpu_in_two_pairs_is_named_and_the_pair_without_it_is_not():
     found = [
-        outlier("n1", "m::test_peer_to_peer[cuda:0-cuda:2]", deviation=-0.09),
-        outlier("n1", "m::test_peer_to_peer[cuda:2-cuda:0]", deviation=-0.07),
-        outlier("n1", "m::test_peer_to_peer[cuda:5-cuda:6]", deviation=-0.06),
+        outlier("n1", "m::test_peer_to_peer[cuda:0-cuda:2]", deviation=-0.09, gpus=(0, 2)),
+        outlier("n1", "m::test_peer_to_peer[cuda:2-cuda:0]", deviation=-0.07, gpus=(2, 0)),
+        outlier("n1", "m::test_peer_to_peer[cuda:5-cuda:6]", deviation=-0.06, gpus=(5, 6)),
     ]
     [group] = group_outliers(found)
-    # cuda:0 and cuda:2 tie; the lower index is named, and explains both pairs
-    assert [suspect.gpu for suspect in group.suspects] == ["cuda:0"]
+    # GPU 0 and GPU 2 tie; the lower index is named, and explains both pairs
+    assert [suspect.short_label for suspect in group.suspects] == ["GPU 0"]
     assert group.suspects[0].description == "p2p_bandwidth in 2 pairs -7.0% to -9.0%"
     assert group.others == (found[2],)
 
@@ -190,12 +201,14 @@ def test_several_nodes_and_their_ranks_are_grouped_per_node_worst_first(tmp_path
     slow = {(host(1), 0): 0.85, (host(6), 1): 0.92}
     found = outliers_of(tmp_path, nodes=8, gpus=2, ranks=1, slow=slow)
     groups = group_outliers(found)
-    assert [(g.node, [s.gpu for s in g.suspects]) for g in groups] == [
-        (host(1), ["cuda:0"]),
-        (host(6), ["cuda:1"]),
+    assert [(g.node, [s.short_label for s in g.suspects]) for g in groups] == [
+        (host(1), ["GPU 0"]),
+        (host(6), ["GPU 1"]),
     ]
     assert sum(len(g.outliers) for g in groups) == len(found)
-    ranked = [outlier(f"{host(3)}/rank{r}", f"m::test_x[cuda:{r}]", "x", -0.1) for r in (0, 1)]
+    ranked = [
+        outlier(f"{host(3)}/rank{r}", f"m::test_x[cuda:{r}]", "x", -0.1, gpus=(r,)) for r in (0, 1)
+    ]
     [group] = group_outliers(ranked)
     assert group.node == host(3)
-    assert [suspect.gpu for suspect in group.suspects] == ["cuda:0", "cuda:1"]
+    assert [suspect.short_label for suspect in group.suspects] == ["GPU 0", "GPU 1"]

@@ -182,10 +182,11 @@ def test_failures_name_node_check_and_message(pages):
     table = Tables(section(pages["html"], "failures")).rows[1:]
     rows = {(texts[0], texts[1]): texts[2] for texts, _ in table}
     ecc = rows[ECC_NODE, "suites.hardware.test_health::test_no_uncorrectable_ecc_errors"]
-    assert "GPU 3 (GPU-" in ecc
+    assert "GPU 3 (cuda:3, NVIDIA H100 80GB HBM3, GPU-" in ecc
     assert "ecc_volatile_uncorrected = 2, limit 0" in ecc
     copy = rows[SLOW_COPY_NODE, "suites.hardware.test_bandwidth::test_copy_within_a_gpu[cuda:2]"]
-    assert copy.startswith("d2d_copy_bandwidth: 2051 GB/s: fail, below 2344 GB/s")
+    assert copy.startswith("GPU 2 (cuda:2, NVIDIA H100 80GB HBM3, GPU-")
+    assert "d2d_copy_bandwidth: 2051 GB/s: fail, below 2344 GB/s" in copy
     matmul = rows[ERROR_NODE, "suites.hardware.test_compute::test_bf16_matmul[cuda:0] E error"]
     assert "CUBLAS_STATUS_EXECUTION_FAILED" in matmul
     assert len(rows) == 3
@@ -219,7 +220,7 @@ def test_fleet_outliers_read_per_node_and_gpu_then_each_figure_is_folded_beneath
     rows = {texts[0]: texts[1:] for texts, _ in Tables(groups).rows[1:]}
     assert list(rows) == [SLOW_COPY_NODE, SLOW_GPU_NODE]  # the worst first: GPU 2's copy, -30%
     gpu, count, what = rows[SLOW_GPU_NODE]
-    assert gpu.startswith("cuda:5 (NVIDIA H100 80GB HBM3, GPU-")
+    assert gpu.startswith("GPU 5 (cuda:5, NVIDIA H100 80GB HBM3, GPU-")
     assert gpu.endswith(", 00000000:AB:00.0)")
     assert count == "17 of 17"
     assert "bf16_matmul_tflops -7.9%" in what
@@ -338,7 +339,7 @@ def test_markdown_has_the_same_tables_without_plots(pages):
     assert "| 2930 GB/s, -20%/+15% (warn beyond 10%) |" in text
     assert "## Fleet outliers (18 on 2 nodes)" in text
     group = next(line for line in text.splitlines() if line.startswith(f"| **{SLOW_GPU_NODE}** |"))
-    assert group.startswith(f"| **{SLOW_GPU_NODE}** | cuda:5 (NVIDIA H100 80GB HBM3, GPU-")
+    assert group.startswith(f"| **{SLOW_GPU_NODE}** | GPU 5 (cuda:5, NVIDIA H100 80GB HBM3, GPU-")
     assert "| 17 of 17 | h2d_pinned_bandwidth -10.5%, " in group
     assert f"<details><summary>{SLOW_GPU_NODE}: every outlying figure (17)</summary>\n\n|" in text
     assert (

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import types
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +24,11 @@ from harness.nvml import (
     write_snapshot,
 )
 from harness.nvml.snapshot import ADDED_IN_2, FORMAT_1
-from harness.plugin.node import NoNvml, fake_node_key, open_nvml
+from harness.plugin.node import NoNvml, fake_node_key, node_nvml
 from tests.pytest_run import REPO, clean_env, run_pytest
 
-H100X8 = REPO / "profiles" / "snapshots" / "h100-sxm-x8.json"
-H200X1 = REPO / "profiles" / "snapshots" / "h200x1.json"
+H100X8 = REPO / "harness" / "profiles" / "shipped" / "snapshots" / "h100-sxm-x8.json"
+H200X1 = REPO / "harness" / "profiles" / "shipped" / "snapshots" / "h200x1.json"
 
 
 def everything(nvml: Any) -> Any:
@@ -289,18 +290,22 @@ def test_cli_writes_the_snapshot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 class Config:
     def __init__(self, snapshot: Any) -> None:
-        self.stash = {fake_node_key: snapshot}
+        self.stash = pytest.Stash()
+        self.stash[fake_node_key] = snapshot
 
 
 def test_nvml_fixture_reads_the_fake_node() -> None:
-    nvml = open_nvml(Config(load_snapshot(H200X1)))  # type: ignore[arg-type]
+    nvml = node_nvml(Config(load_snapshot(H200X1)))  # type: ignore[arg-type]
     assert isinstance(nvml, FakeNvml)
     assert nvml.read(nvml.gpu_uuids()[0], "name") == "NVIDIA H200"
 
 
-def test_nvml_is_opened_once_per_process_and_watches_xids(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_nvml_is_opened_once_per_process() -> None:
+    config = Config(load_snapshot(H200X1))
+    assert node_nvml(config) is node_nvml(config)  # type: ignore[arg-type]
+
+
+def test_xids_are_watched_from_collection_when_a_test_uses_nvml() -> None:
     import harness.plugin.node as node
 
     class Watched(FakeNvml):
@@ -309,10 +314,17 @@ def test_nvml_is_opened_once_per_process_and_watches_xids(
         def watch_xid(self) -> None:
             self.watches += 1
 
-    fake = Watched(load_snapshot(H200X1))
-    monkeypatch.setattr(node, "open_nvml", lambda config: fake)
     config = Config(None)
-    assert node.node_nvml(config) is node.node_nvml(config) is fake  # type: ignore[arg-type]
+    config.stash[node.nvml_key] = fake = Watched(load_snapshot(H200X1))
+    config.option = types.SimpleNamespace(collectonly=False)
+
+    class Item:
+        fixturenames = ("nvml",)
+
+        def get_closest_marker(self, name: str) -> None:
+            return None
+
+    node.pytest_collection_modifyitems(config, [Item()])  # type: ignore[arg-type]
     assert fake.watches == 1
 
 

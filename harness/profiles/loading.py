@@ -1,8 +1,6 @@
-"""Node profiles: what a node is expected to have, and how fast it is expected to be.
+"""Reading a profile: one TOML file, validated key by key.
 
-A profile is a TOML file. The shipped ones live in ``profiles/`` at the top of the checkout;
-``load_profile("h200-1x")`` reads ``profiles/h200-1x.toml``, and anything that looks like a
-path (contains a path separator or ends in ``.toml``) is read as that file. ::
+A profile names what a node is expected to have and how fast it is expected to be::
 
     name = "h200-1x"                      # required, string
     description = "One H200 SXM ..."      # required, string
@@ -18,14 +16,15 @@ path (contains a path separator or ends in ``.toml``) is read as that file. ::
     pcie_width = 16                       # int >= 1
     nvlink_links = 0                      # per GPU, int >= 0; 0: none expected
 
-    [performance.d2d_copy_bandwidth]      # optional; one table per metric in METRICS
+    [performance.d2d_copy_bandwidth]      # optional; one table per figure in checks.FIGURES
     value = 4200.0                        # required, > 0, the reference
-    unit = "GB/s"                         # required, must be the metric's unit in METRICS
-    lower_pct = 15                        # required, >= 0: allowed deviation below, percent
+    unit = "GB/s"                         # required, must be the figure's unit
+    lower_pct = 15                        # required, 0..100: allowed deviation below, percent
     upper_pct = 10                        # required, >= 0: allowed deviation above, percent
     warn_pct = 5                          # optional, >= 0 and <= both tolerances: a deviation
                                           #   beyond it (inside the tolerance) is a warning
-    required = true                       # optional, default true (see below)
+    required = true                       # optional, default true: performance.<figure> is
+                                          #   then a required check
 
     [health]                              # optional
     max_temperature_c = 80                # optional, int > 0: a GPU hotter than this is a fault
@@ -33,22 +32,11 @@ path (contains a path separator or ends in ``.toml``) is read as that file. ::
                                           #   this far below NVML's slowdown threshold
 
     [required]                            # optional
-    checks = ["inventory.gpu_count", "health.ecc"]
-
-Check names. A test that implements a check is marked ``@pytest.mark.required_check(NAME)``.
-Under ``--acceptance`` a skip of a test whose check the profile requires is a failure (a check
-that could not run must not pass silently). The profile requires the names listed in
-``[required].checks`` plus ``performance.<metric>`` for every metric whose ``required`` is true.
-Names are free dotted strings agreed between suites and profiles: ``inventory.*``,
-``health.*``, ``performance.<metric>``. Listing ``performance.<metric>`` in ``[required]`` for a
-metric the profile lacks, or has marked ``required = false``, is an error.
+    checks = ["inventory.gpu_count", "health.ecc"]   # names from harness.checks.Check
 
 Every problem is a ``ProfileError`` whose message is one line naming the file and the key:
-``profiles/h100.toml: performance.d2d_copy_bandwidth.lower_pct: must be >= 0, got -5``.
-
-``Reference.judge(measured)`` is the verdict on one figure: ``fail`` outside
-``[value * (1 - lower_pct/100), value * (1 + upper_pct/100)]`` (bounds included in the pass),
-``warn`` inside it but beyond ``warn_pct`` from the value, else ``pass``.
+``h100.toml: performance.d2d_copy_bandwidth.lower_pct: must be >= 0, got -5``;
+``h100.toml: required.checks[3]: unknown check 'healt.ecc' (did you mean 'health.ecc'?)``.
 """
 
 from __future__ import annotations
@@ -57,214 +45,32 @@ import math
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-PROFILES_DIR = Path(__file__).resolve().parents[1] / "profiles"
-
-# The metrics a profile may give references for, with their units.
-METRICS: dict[str, str] = {
-    "d2d_copy_bandwidth": "GB/s",  # device-to-device copy, read + write bytes counted
-    "h2d_pinned_bandwidth": "GB/s",
-    "d2h_pinned_bandwidth": "GB/s",
-    "p2p_bandwidth": "GB/s",  # one direction, per GPU pair
-    "allreduce_busbw": "GB/s",  # nccl-tests' bus bandwidth
-    "bf16_matmul_tflops": "TFLOP/s",
-    "fp32_matmul_tflops": "TFLOP/s",
-}
-
-Status = Literal["pass", "warn", "fail"]
+from harness.checks import FIGURES, Check, is_check, performance_check, unknown_check
+from harness.profiles.model import (
+    DEFAULT_SLOWDOWN_MARGIN_C,
+    Health,
+    Inventory,
+    Profile,
+    ProfileError,
+    Reference,
+    version_tuple,
+)
 
 
-class ProfileError(ValueError):
-    """A profile that cannot be found, read or validated; the message is one line."""
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """The judgement of one measured figure against its reference."""
-
-    status: Status
-    measured: float
-    reference: float
-    low: float
-    high: float
-    unit: str
-    lower_pct: float
-    upper_pct: float
-    warn_pct: float | None
-
-    @property
-    def tolerance(self) -> str:
-        """``-15%/+10%``, and the warning band when there is one: ``-15%/+10% (warn beyond 5%)``."""
-        text = f"-{_num(self.lower_pct)}%/+{_num(self.upper_pct)}%"
-        if self.warn_pct is not None:
-            text += f" (warn beyond {_num(self.warn_pct)}%)"
-        return text
-
-    @property
-    def text(self) -> str:
-        """One line: ``3500 GB/s: fail, below 3570 GB/s (reference 4200 GB/s, -15%/+10%)``."""
-        where = ""
-        if self.measured < self.low:
-            where = f", below {_q(self.low, self.unit)}"
-        elif self.measured > self.high:
-            where = f", above {_q(self.high, self.unit)}"
-        elif self.status == "warn":
-            where = f", more than {_num(self.warn_pct or 0)}% from the reference"
-        return (
-            f"{_q(self.measured, self.unit)}: {self.status}{where} "
-            f"(reference {_q(self.reference, self.unit)}, {self.tolerance})"
-        )
-
-    def properties(self, name: str) -> list[tuple[str, str]]:
-        """JUnit properties: ``metric.<name>`` and its ``.reference``, ``.tolerance``,
-        ``.verdict``, each with units where they have one."""
-        key = f"metric.{name}"
-        return [
-            (key, _q(self.measured, self.unit)),
-            (f"{key}.reference", _q(self.reference, self.unit)),
-            (f"{key}.tolerance", self.tolerance),
-            (f"{key}.verdict", self.status),
-        ]
-
-
-@dataclass(frozen=True)
-class Reference:
-    """An expected figure with its allowed deviation below and above, in percent."""
-
-    value: float
-    unit: str
-    lower_pct: float
-    upper_pct: float
-    warn_pct: float | None = None
-    required: bool = True
-
-    @property
-    def low(self) -> float:
-        return self.value * (100 - self.lower_pct) / 100
-
-    @property
-    def high(self) -> float:
-        return self.value * (100 + self.upper_pct) / 100
-
-    def judge(self, measured: float) -> Verdict:
-        status: Status
-        if not self.low <= measured <= self.high:  # NaN fails too
-            status = "fail"
-        elif self.warn_pct is not None and not (
-            self.value * (100 - self.warn_pct) / 100
-            <= measured
-            <= self.value * (100 + self.warn_pct) / 100
-        ):
-            status = "warn"
-        else:
-            status = "pass"
-        return Verdict(
-            status,
-            measured,
-            self.value,
-            self.low,
-            self.high,
-            self.unit,
-            self.lower_pct,
-            self.upper_pct,
-            self.warn_pct,
-        )
-
-
-@dataclass(frozen=True)
-class Inventory:
-    """What the node must have. GPU fields are None on a CPU-only profile (``gpu_count = 0``)."""
-
-    gpu_count: int
-    gpu_model: str | None = None
-    min_memory_mib: int | None = None
-    min_driver: str | None = None
-    pcie_generation: int | None = None
-    pcie_width: int | None = None
-    nvlink_links: int | None = None
-
-    def model_matches(self, nvml_name: str) -> bool:
-        return self.gpu_model is not None and re.search(self.gpu_model, nvml_name) is not None
-
-    def driver_ok(self, version: str) -> bool:
-        """Whether ``version`` (``"580.65.06"``) is at least ``min_driver``, numerically."""
-        if self.min_driver is None:
-            return True
-        return version_tuple(version) >= version_tuple(self.min_driver)
-
-
-DEFAULT_SLOWDOWN_MARGIN_C = 5
-
-
-@dataclass(frozen=True)
-class Health:
-    """Health limits beyond what NVML states about the GPU itself."""
-
-    max_temperature_c: int | None = None
-    slowdown_margin_c: int = DEFAULT_SLOWDOWN_MARGIN_C
-
-
-@dataclass(frozen=True)
-class Profile:
-    name: str
-    description: str
-    path: Path
-    inventory: Inventory
-    performance: Mapping[str, Reference]
-    required_checks: frozenset[str]
-    health: Health = Health()
-
-    def requires(self, check: str) -> bool:
-        """Whether ``--acceptance`` turns a skip of ``check`` into a failure."""
-        return check in self.required_checks
-
-
-def version_tuple(version: str) -> tuple[int, ...]:
-    """``"550.54.15"`` -> ``(550, 54, 15)``; trailing zeros do not matter in comparisons."""
-    if not re.fullmatch(r"\d+(\.\d+)*", version):
-        raise ValueError(f"not a dotted version: {version!r}")
-    parts = [int(p) for p in version.split(".")]
-    while len(parts) > 1 and parts[-1] == 0:
-        parts.pop()
-    return tuple(parts)
-
-
-def shipped_profiles() -> list[str]:
-    return sorted(p.stem for p in PROFILES_DIR.glob("*.toml"))
-
-
-def resolve_profile_path(name_or_path: str | Path) -> Path:
-    text = str(name_or_path)
-    if isinstance(name_or_path, Path) or "/" in text or "\\" in text or text.endswith(".toml"):
-        return Path(name_or_path)
-    return PROFILES_DIR / f"{text}.toml"
-
-
-def load_profile(name_or_path: str | Path) -> Profile:
-    """The profile a shipped NAME or a PATH names, validated; ``ProfileError`` otherwise."""
-    path = resolve_profile_path(name_or_path)
-    where = _display(path)
-    if not path.is_file():
-        if path.parent == PROFILES_DIR:
-            shipped = ", ".join(shipped_profiles()) or "none"
-            raise ProfileError(
-                f"--profile {name_or_path}: no such profile (shipped: {shipped}) and no such file"
-            )
-        raise ProfileError(f"{where}: no such file")
+def parse_profile(text: str, where: str) -> Profile:
+    """The profile in TOML ``text``, read from ``where`` (named in every error)."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as err:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
         raise ProfileError(f"{where}: not valid TOML: {_one_line(err)}") from None
-    return _Parser(where, path).profile(data)
+    return _Parser(where).profile(data)
 
 
 class _Parser:
-    def __init__(self, where: str, path: Path) -> None:
+    def __init__(self, where: str) -> None:
         self.where = where
-        self.path = path
 
     def error(self, key: str, message: str) -> ProfileError:
         return ProfileError(f"{self.where}: {key}: {message}")
@@ -316,16 +122,16 @@ class _Parser:
         performance: dict[str, Reference] = {}
         for metric, table in performance_data.items():
             key = f"performance.{metric}"
-            if metric not in METRICS:
-                raise self.error(key, f"unknown metric (known: {', '.join(sorted(METRICS))})")
+            if metric not in FIGURES:
+                raise self.error(key, f"unknown metric (known: {', '.join(sorted(FIGURES))})")
             if not isinstance(table, dict):
                 raise self.error(key, f"must be a table, got {_toml_type(table)} {table!r}")
             performance[metric] = self.reference(key, metric, table)
         health = self.health(self.get(data, "", "health", "table", required=False) or {})
         checks = self.required(data, performance)
-        checks |= {f"performance.{m}" for m, ref in performance.items() if ref.required}
+        checks |= {performance_check(m) for m, ref in performance.items() if ref.required}
         return Profile(
-            name, description, self.path, inventory, performance, frozenset(checks), health
+            name, description, self.where, inventory, performance, frozenset(checks), health
         )
 
     def health(self, data: Mapping[str, Any]) -> Health:
@@ -381,8 +187,8 @@ class _Parser:
         if value <= 0:
             raise self.error(f"{key}.value", f"must be > 0, got {_num(value)}")
         unit = self.get(data, key, "unit", "str", required=True)
-        if unit != METRICS[metric]:
-            raise self.error(f"{key}.unit", f"must be {METRICS[metric]!r}, got {unit!r}")
+        if unit != FIGURES[metric]:
+            raise self.error(f"{key}.unit", f"must be {FIGURES[metric]!r}, got {unit!r}")
         lower = self.get(data, key, "lower_pct", "number", required=True)
         self.at_least(f"{key}.lower_pct", lower, 0)
         if lower > 100:
@@ -407,7 +213,7 @@ class _Parser:
             True if required is None else required,
         )
 
-    def required(self, data: Mapping[str, Any], performance: Mapping[str, Reference]) -> set[str]:
+    def required(self, data: Mapping[str, Any], performance: Mapping[str, Reference]) -> set[Check]:
         table = self.get(data, "", "required", "table", required=False)
         if table is None:
             return set()
@@ -417,6 +223,8 @@ class _Parser:
             key = f"required.checks[{i}]"
             if not isinstance(check, str) or not check.strip():
                 raise self.error(key, f"must be a non-empty string, got {check!r}")
+            if not is_check(check):
+                raise self.error(key, unknown_check(check))
             if check.startswith("performance."):
                 metric = check.removeprefix("performance.")
                 if metric not in performance:
@@ -425,14 +233,7 @@ class _Parser:
                     raise self.error(
                         key, f"{check!r} is listed but [performance.{metric}] says required = false"
                     )
-        return set(checks)
-
-
-def _display(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
+        return {Check(check) for check in checks}
 
 
 def _one_line(err: BaseException) -> str:
@@ -452,7 +253,3 @@ def _toml_type(value: object) -> str:
 
 def _num(value: float) -> str:
     return f"{value:.6g}"
-
-
-def _q(value: float, unit: str) -> str:
-    return f"{_num(value)} {unit}" if unit else _num(value)
