@@ -1,7 +1,7 @@
 """Node profiles: what a node is expected to have, and how fast it is expected to be.
 
 A profile is a TOML file (its keys: ``harness.profiles.loading``). The shipped ones are package
-data (``harness.profiles.shipped``): ``load_profile("h200-1x")`` reads the shipped
+data (``harness.profiles.resources``): ``load_profile("h200-1x")`` reads the shipped
 ``h200-1x.toml``, and anything that looks like a path is read as that file.
 ``choose_profile`` picks the shipped profile of a node's GPU model and count (``--profile
 auto``). ``Profile.reference(figure)`` is what a figure is judged against, and
@@ -32,7 +32,7 @@ from harness.profiles.model import (
     Verdict,
     version_tuple,
 )
-from harness.profiles.shipped import (
+from harness.profiles.resources import (
     PROFILE_SUFFIX,
     SNAPSHOT_SUFFIX,
     is_path,
