@@ -217,9 +217,6 @@ class NodeGpus:
             raise LookupError(f"{device} is not a CUDA device")
         return self.cuda(device.index or 0)
 
-    def by_uuid(self, uuid: str) -> Gpu | None:
-        return next((gpu for gpu in self.gpus if same_uuid(gpu.uuid, uuid)), None)
-
 
 def _nvml_order(gpu: Gpu) -> int:
     return gpu.nvml_index if gpu.nvml_index is not None else -1

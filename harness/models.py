@@ -282,7 +282,3 @@ MEMORY_ZOO: dict[str, ModelSpec] = {
         ),
     ]
 }
-
-
-def zoo(*, exclude: Callable[[ModelSpec], bool] = lambda spec: False) -> list[ModelSpec]:
-    return [spec for spec in ZOO.values() if not exclude(spec)]

@@ -14,8 +14,6 @@ chunked algorithms), and uneven splits (``split_size``) for the collectives whos
 split-size forms allow them.
 """
 
-from collections.abc import Sequence
-
 import torch
 import torch.distributed as dist
 
@@ -166,7 +164,3 @@ def reduce_scatter_single(output: torch.Tensor, tensor: torch.Tensor, op: dist.R
     """``reduce_scatter_single`` where torch has it (2.13), else ``reduce_scatter_tensor``."""
     fn = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
     fn(output, tensor, op=op)
-
-
-def concat(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-    return torch.cat(list(tensors)) if tensors else torch.empty(0)

@@ -49,8 +49,10 @@ TOPOLOGY_LEVELS = ("internal", "single", "multiple", "hostbridge", "node", "syst
 
 @dataclass(frozen=True)
 class Unavailable:
-    """A metric NVML cannot give here: ``reason`` is one of ``UNAVAILABLE_REASONS``, or
-    ``NOT_IN_SNAPSHOT`` for a reading an older snapshot did not record."""
+    """A metric NVML cannot give here: ``reason`` is one of ``UNAVAILABLE_REASONS``,
+    ``NOT_IN_SNAPSHOT`` for a reading an older snapshot did not record, or NVML's error where
+    an optional facility failed (``xid_events``: "NVML error registering for XID events: ...").
+    """
 
     metric: str
     reason: str

@@ -59,6 +59,11 @@ def address(handle: Any) -> int | None:
     return ctypes.cast(handle, ctypes.c_void_p).value
 
 
+def xid_trouble(doing: str, err: Exception) -> Unavailable:
+    """The XID readings when NVML failed at ``doing``: unavailable, with NVML's error."""
+    return Unavailable("xid_events", f"NVML error {doing}: {err}")
+
+
 def clock_event_names(mask: int) -> tuple[str, ...]:
     names = [name for bit, name in CLOCK_EVENT_REASONS.items() if mask & bit]
     rest = mask & ~sum(CLOCK_EVENT_REASONS)
@@ -124,9 +129,14 @@ class RealNvml(Nvml):
         )
 
     def watch_xid(self) -> None:
+        """Register for XID events. An NVML error doing so (a driver or VM that refuses event
+        sets) makes the XID readings unavailable, naming the error; it never raises."""
         if self.event_set is not None or self.xids:
             return
-        created = self.call("", "xid_events", lambda: self.nv.nvmlEventSetCreate())
+        try:
+            created = self.call("", "xid_events", lambda: self.nv.nvmlEventSetCreate())
+        except self.nv.NVMLError as err:
+            created = xid_trouble("registering for XID events", err)
         if isinstance(created, Unavailable):
             self.xids = dict.fromkeys(self.handles, created)
             return
@@ -142,6 +152,8 @@ class RealNvml(Nvml):
                 )
             except GpuLostError as err:
                 registered = err
+            except self.nv.NVMLError as err:
+                registered = xid_trouble("registering for XID events", err)
             self.xids[uuid] = registered if isinstance(registered, Exception | Unavailable) else []
 
     def xid_events(self, uuid: str) -> tuple[int, ...] | Unavailable:
@@ -152,7 +164,7 @@ class RealNvml(Nvml):
                 self.drain_xids()
             except self.nv.NVMLError as err:
                 if getattr(err, "value", None) != GPU_IS_LOST:
-                    raise
+                    return xid_trouble("reading XID events", err)
                 # Some GPU fell off the bus, and the wait does not say which: ask this one.
                 self.call(uuid, "xid_events", lambda: self.nv.nvmlDeviceGetUUID(handle))
         seen = self.xids[uuid]

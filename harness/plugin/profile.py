@@ -34,7 +34,7 @@ from harness.profiles import (
     load_profile,
     load_shipped_profiles,
 )
-from harness.profiles.shipped import PROFILE_SUFFIX, is_path
+from harness.profiles.resources import PROFILE_SUFFIX, is_path
 
 AUTO = "auto"
 MARKER = "required_check"

@@ -192,33 +192,39 @@ def test_non_tensor_keyword_arguments_are_shared_with_every_replica(
     assert_calls_match_chunks(probe.calls, expected_calls((x,), kwargs, batch, replicas))
 
 
-def test_non_tensor_keyword_arguments_with_fewer_chunks_than_devices(data_parallel, devices):
+PADDED = (
+    "replicas beyond the chunk count were called without their positional arguments "
+    "(pytorch issues 31460, 16432)"
+)
+
+
+def test_non_tensor_keyword_arguments_with_fewer_chunks_than_devices(
+    data_parallel, devices, torch_limitation
+):
     """Only the replicas that get rows are called, each with the shared keyword arguments.
 
-    ``torch.nn.DataParallel`` instead pads the positional side with empty
-    tuples, one per device beyond the chunk count, and calls those replicas
-    without their positional arguments (pytorch issues 31460, 16432). The
-    test expects that known failure in exactly that form; anything else that
-    goes wrong still fails.
+    ``torch.nn.DataParallel`` instead pads the positional side with empty tuples, one per
+    device beyond the chunk count, and calls those replicas without their positional
+    arguments (pytorch issues 31460, 16432): a strict xfail under ``--dp-impl torch`` (a
+    fixed torch shows as XPASS), a failure for any other implementation.
     """
     if devices.count < 2:
         pytest.skip("needs at least 2 devices to have fewer chunks than devices")
+    torch_limitation(
+        "non-tensor keyword arguments with fewer chunks than devices call the extra replicas "
+        "without their positional arguments (pytorch issues 31460, 16432)"
+    )
     batch = devices.count - 1
     x = labelled((batch, 4), device=devices.primary)
     kwargs = {"marker": Marker(), "tag": "a string"}
     probe = Probe()
     try:
         data_parallel(probe)(x, **kwargs)
-    except Exception:
+    except Exception as error:
         if called_without_positional_args(probe.calls):
-            pytest.xfail(
-                "known torch.nn.DataParallel limitation: non-tensor keyword arguments with "
-                "fewer chunks than devices call extra replicas without positional arguments "
-                "(pytorch issues 31460, 16432)"
-            )
+            pytest.fail(f"{PADDED}; then {type(error).__name__}: {error}", pytrace=False)
         raise
-    if called_without_positional_args(probe.calls):
-        pytest.xfail("replicas called without positional arguments (pytorch issues 31460, 16432)")
+    assert not called_without_positional_args(probe.calls), PADDED
     assert_calls_match_chunks(probe.calls, expected_calls((x,), kwargs, batch, devices.count))
 
 

@@ -58,9 +58,10 @@ def test_acceptance_on_a_gpu_profile_fails_every_gpu_check_that_cannot_run():
         ]
     )
     assert run.returncode == 1
-    for test in ("test_bf16_matmul[no-gpu]", "test_fp32_matmul_without_tf32[no-gpu]"):
-        assert f"FAILED suites/hardware/test_compute.py::{test}" in run.stdout
+    assert "FAILED suites/hardware/test_compute.py::test_bf16_matmul[no-gpu]" in run.stdout
     assert "required check performance.bf16_matmul_tflops did not run" in run.stdout
+    # fp32 matmul's figure is an estimate in h200-1x: not required until measured.
+    assert "SKIPPED [1] suites/hardware/test_compute.py" in run.stdout
 
 
 FIGURES = """

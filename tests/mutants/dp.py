@@ -174,6 +174,29 @@ def kwargs_not_scattered(module, device_ids, output_device=None, dim=0):
     return _KwargsNotScattered(module, device_ids, output_device, dim)
 
 
+class _KwargsPaddedLikeTorch(DataParallel):
+    def scatter(self, inputs: tuple, kwargs: dict, device_ids: Sequence[torch.device]) -> Any:
+        split_inputs = list(_scatter(inputs, device_ids, self.dim)) if inputs else []
+        split_kwargs = list(_scatter(kwargs, device_ids, self.dim)) if kwargs else []
+        if len(split_inputs) < len(split_kwargs):
+            split_inputs += [() for _ in range(len(split_kwargs) - len(split_inputs))]
+        elif len(split_kwargs) < len(split_inputs):
+            split_kwargs += [{} for _ in range(len(split_inputs) - len(split_kwargs))]
+        return tuple(split_inputs), tuple(split_kwargs)
+
+
+def kwargs_padded_like_torch(module, device_ids, output_device=None, dim=0):
+    """torch.nn.DataParallel's own ``scatter_kwargs``: the shorter side is padded, not cut.
+
+    A non-tensor keyword argument is copied once per device while a small batch gives fewer
+    chunks, so the positional side is padded with empty tuples and the replicas beyond the
+    chunk count are called with the keyword arguments alone (pytorch issues 31460, 16432).
+    A user's implementation that copies torch's code inherits the bug; only ``--dp-impl
+    torch`` is excused it.
+    """
+    return _KwargsPaddedLikeTorch(module, device_ids, output_device, dim)
+
+
 class _NonTensorArgsCopied(DataParallel):
     def scatter(self, inputs: tuple, kwargs: dict, device_ids: Sequence[torch.device]) -> Any:
         return _scatter_kwargs(inputs, kwargs, device_ids, self.dim, share=copy.deepcopy)

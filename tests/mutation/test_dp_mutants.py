@@ -45,6 +45,9 @@ MUTANTS: dict[str, list[str]] = {
         f"{SPLIT}::test_keyword_arguments_are_split_like_positional_ones[batch=13-replicas=4]",
         f"{SYNC}::test_outputs_and_gradients_equal_single_device[float64-transformer]",
     ],
+    "kwargs_padded_like_torch": [
+        f"{SPLIT}::test_non_tensor_keyword_arguments_with_fewer_chunks_than_devices",
+    ],
     "non_tensor_args_copied": [
         f"{SPLIT}::test_non_tensor_arguments_are_shared_with_every_replica[batch=13-replicas=4]",
         f"{SPLIT}::test_non_tensor_keyword_arguments_are_shared_with_every_replica[replicas=4]",

@@ -193,6 +193,23 @@ def test_xid_events_without_event_bindings() -> None:
     assert RealNvml(nv).xid_events(UUIDS[1]) == Unavailable("xid_events", "FunctionNotFound")
 
 
+@pytest.mark.parametrize("function", ["nvmlEventSetCreate", "nvmlDeviceRegisterEvents"])
+def test_an_nvml_error_registering_for_xids_makes_them_unavailable_naming_it(function) -> None:
+    nvml = RealNvml(stub_pynvml(fail={function: 999}))  # NVML_ERROR_UNKNOWN
+    nvml.watch_xid()  # no exception: the XID check is unavailable, not the run broken
+    for uuid in UUIDS:
+        found = nvml.xid_events(uuid)
+        assert isinstance(found, Unavailable)
+        assert found.reason.startswith("NVML error registering for XID events: ")
+
+
+def test_an_nvml_error_reading_xids_makes_them_unavailable() -> None:
+    nvml = RealNvml(stub_pynvml(fail={"nvmlEventSetWait_v2": 999}))
+    found = nvml.xid_events(UUIDS[0])
+    assert isinstance(found, Unavailable)
+    assert found.reason.startswith("NVML error reading XID events: ")
+
+
 def test_xid_wait_says_a_gpu_is_lost_and_each_gpu_is_asked() -> None:
     nv = stub_pynvml(fail={"nvmlEventSetWait_v2": 15})
     nvml = RealNvml(nv)
