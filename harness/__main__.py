@@ -1,8 +1,11 @@
 """``python -m harness COMMAND``: the harness's command line.
 
-``inventory --json [-o FILE]`` writes this node's NVML inventory and health as a snapshot
-(format ``gpu-harness-snapshot/2``, see README "Node snapshots"). Exit codes: 0 written,
-2 bad arguments, 3 NVML unavailable on this machine.
+- ``inventory --json [-o FILE]`` writes this node's NVML inventory and health as a snapshot
+  (format ``gpu-harness-snapshot/2``, docs/operators.md). Exit codes: 0 written, 2 bad
+  arguments, 3 NVML unavailable on this machine.
+- ``environment`` prints the software stack (torch, CUDA, cuDNN, NCCL, driver, nvidia-ml-py)
+  and the environment variables that change what a run measures, as this shell sets them
+  (the JUnit suite properties record them as the run saw them). Exit code 0.
 """
 
 import argparse
@@ -38,6 +41,19 @@ def inventory(args: argparse.Namespace) -> int:
     return 0
 
 
+def environment(args: argparse.Namespace) -> int:
+    import torch
+
+    from harness.environment import host_facts, recorded_environment
+
+    print(", ".join(f"{name} {version}" for name, version in host_facts().versions().items()))
+    for name, value in recorded_environment():
+        print(f"{name.removeprefix('env.')}={value}")
+    backend = torch.cuda.get_allocator_backend() if torch.cuda.is_available() else "n/a"
+    print(f"CUDA allocator backend: {backend}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -49,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         "-o", "--output", metavar="FILE", help="write to FILE (atomically), not stdout"
     )
     inv.set_defaults(run=inventory)
+    env = commands.add_parser(
+        "environment", help="print the software stack and the environment that changes figures"
+    )
+    env.set_defaults(run=environment)
     args = parser.parse_args(argv)
     return args.run(args)
 

@@ -96,7 +96,7 @@ def _choose(config: pytest.Config, spec: str) -> Chosen:
         return Chosen(load_profile(spec), "path" if is_path(spec, PROFILE_SUFFIX) else "name")
     node = node_models(config)
     profile = choose_profile(node, load_shipped_profiles())
-    return Chosen(profile, "auto", f"{node.summary} from {node.source}")
+    return Chosen(profile, "auto", f"{node.summary} ({node.source})")
 
 
 def node_models(config: pytest.Config) -> NodeModels:
@@ -114,7 +114,7 @@ def node_models(config: pytest.Config) -> NodeModels:
                 f"--profile auto: NVML unavailable ({nvml.reason}), yet torch sees {visible} "
                 "CUDA device(s): the node's GPUs cannot be told; pass --profile NAME"
             )
-        return NodeModels((), f"no NVML ({nvml.reason}) and no CUDA device")
+        return NodeModels((), f"NVML unavailable: {nvml.reason}; torch sees no CUDA device")
     names = tuple(gpu.name for gpu in node_gpus(config).in_nvml_order)
     if fake_node(config) is not None:
         return NodeModels(names, f"fake-node {config.getoption('fake_node')}")
@@ -153,7 +153,7 @@ def acceptance(pytestconfig: pytest.Config) -> bool:
 
 
 def header_line(config: pytest.Config) -> str | None:
-    """``profile: h100-sxm-8x (auto: 8x NVIDIA H100 80GB HBM3 from NVML), acceptance``."""
+    """``profile: h100-sxm-8x (auto: 8x NVIDIA H100 80GB HBM3 (NVML)), acceptance``."""
     chosen = config.stash.get(chosen_key, None)
     if chosen is None:
         return None

@@ -22,7 +22,7 @@ class NodeModels:
     """What auto-selection knows of a node: its GPUs' NVML names, and where they came from."""
 
     gpu_names: tuple[str, ...]
-    source: str  # "NVML", "fake-node FILE", "no NVML (why) and no CUDA device"
+    source: str  # "NVML", "fake-node FILE", or why there is no NVML and no CUDA device
     pci_gpus: int | None = None  # NVIDIA GPUs on the PCI bus, where known (a real node)
 
     @property

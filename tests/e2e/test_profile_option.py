@@ -275,7 +275,7 @@ def test_auto_picks_the_shipped_profile_of_the_nodes_gpus_and_says_so(runs, suit
     done = runs["auto"].result()
     assert done.returncode == 0, done.stdout + done.stderr
     assert (
-        "profile: h100-sxm-8x (auto: 8x NVIDIA H100 80GB HBM3 from fake-node h100-sxm-x8)"
+        "profile: h100-sxm-8x (auto: 8x NVIDIA H100 80GB HBM3 (fake-node h100-sxm-x8))"
         in done.stdout
     )
     properties = suite_properties(suite, "auto")

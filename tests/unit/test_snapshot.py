@@ -353,3 +353,12 @@ def test_fake_node_feeds_the_nvml_fixture(tmp_path: Path) -> None:
     )
     result = run_pytest(["--fake-node", str(H100X8), "-q", str(tmp_path)])
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_cli_prints_the_environment(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["environment"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("torch ")
+    assert ", nvidia_ml_py " in out[0]
+    assert any(line.startswith("CUBLAS_WORKSPACE_CONFIG=") for line in out)
+    assert out[-1].startswith("CUDA allocator backend: ")
