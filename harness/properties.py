@@ -61,6 +61,7 @@ GPU = "gpu"  # the label of the GPU a per-GPU test ran on
 GPU_SOURCE = "gpu.source"  # and of a pair's two ends
 GPU_DESTINATION = "gpu.destination"
 GPU_LABELS = (GPU, GPU_SOURCE, GPU_DESTINATION)
+DRIVER_VERSION = "driver_version"  # what the driver check read
 DEVICES_COMPARED = "devices_compared"
 RESULT_SHA256 = "result_sha256"
 
@@ -180,6 +181,7 @@ TABLE: tuple[Entry, ...] = (
     Entry(GPU, "test", "label of the GPU a per-GPU test ran on"),
     Entry(GPU_SOURCE, "test", "label of a GPU pair's source"),
     Entry(GPU_DESTINATION, "test", "label of a GPU pair's destination"),
+    Entry(DRIVER_VERSION, "test", "the driver version the inventory check judged"),
     Entry(DEVICES_COMPARED, "test", "how many devices the agreement check compared"),
     Entry(RESULT_SHA256, "test", "digest of the agreed result"),
     Entry("metric.<name>", "test", "a figure: number and unit"),

@@ -56,6 +56,21 @@ def junit_suite_properties(path: Path) -> dict[str, str]:
     return {p.get("name"): p.get("value") for p in root.find("testsuite/properties") or []}
 
 
+def undocumented_properties(path: Path) -> list[str]:
+    """The properties of a JUnit file that ``harness.properties.TABLE`` does not document at
+    their level (suite or test), as ``level:name``."""
+    from tests.unit.test_properties import documents
+
+    root = ET.parse(path).getroot()
+    found = set()
+    for suite in root.iter("testsuite"):
+        for prop in suite.findall("properties/property"):
+            found.add(("suite", prop.get("name", "")))
+        for case in suite.iter("testcase"):
+            found |= {("test", prop.get("name", "")) for prop in case.iter("property")}
+    return sorted(f"{level}:{name}" for level, name in found if not documents(name, level))
+
+
 def assert_one_usage_error(done: subprocess.CompletedProcess[str], message: str) -> None:
     """The run stopped with pytest's usage-error exit code, 4, and one ``ERROR:`` line that
     contains ``message``, with no traceback."""

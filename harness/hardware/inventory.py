@@ -1,6 +1,7 @@
 """Inventory judgements: does the node have what its profile says? Each judge reads one GPU;
 ``gpu_count`` and ``driver`` are node-wide."""
 
+from harness import properties as names
 from harness.gpus import Gpu
 from harness.hardware.findings import Findings, GpuCheck, Judge
 from harness.nvml import Unavailable
@@ -20,7 +21,7 @@ def gpu_count(gpus: list[Gpu], profile: Profile) -> Findings:
 
 
 def driver(version: str, profile: Profile) -> Findings:
-    findings = Findings(properties=[("driver_version", version)])
+    findings = Findings(properties=[(names.DRIVER_VERSION, version)])
     minimum = profile.inventory.min_driver
     if minimum is None:
         return findings

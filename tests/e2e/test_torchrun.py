@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from junitparser import JUnitXml
 
+from tests.pytest_run import undocumented_properties
+
 REPO = Path(__file__).resolve().parents[2]
 SUITE = "suites/ddp/test_collectives.py"
 NODES, RANKS_PER_NODE = 2, 2
@@ -93,6 +95,7 @@ def test_every_rank_ran_the_suite_and_passed(junit_files: dict[int, Path]) -> No
 
 def test_junit_files_name_rank_world_and_host(junit_files: dict[int, Path]) -> None:
     for rank, path in junit_files.items():
+        assert undocumented_properties(path) == [], path
         suite = ET.parse(path).getroot().find("testsuite")
         props = {p.get("name"): p.get("value") for p in suite.iterfind("properties/property")}
         assert props.get("rank") == str(rank), f"{path.name}: rank property {props.get('rank')}"
