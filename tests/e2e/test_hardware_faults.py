@@ -14,6 +14,7 @@ the one way (``harness.gpus.Gpu.label``) in the failure, in the JUnit figures th
 """
 
 import copy
+import importlib
 import json
 import subprocess
 import xml.etree.ElementTree as ET
@@ -33,29 +34,16 @@ H100 = json.loads((SNAPSHOTS / "h100-sxm-x8.json").read_text())
 H200 = json.loads((SNAPSHOTS / "h200x1.json").read_text())
 INVENTORY = "suites/hardware/test_inventory.py"
 HEALTH = "suites/hardware/test_health.py"
-MINE = {
-    f"{INVENTORY}::{name}"
-    for name in (
-        "test_gpu_count",
-        "test_gpu_model",
-        "test_memory_per_gpu",
-        "test_driver_version",
-        "test_pcie_capability",
-        "test_nvlink_links",
-        "test_mig_disabled",
-    )
-} | {
-    f"{HEALTH}::{name}"
-    for name in (
-        "test_no_uncorrectable_ecc_errors",
-        "test_no_pending_or_failed_row_remap",
-        "test_clocks_not_held_down",
-        "test_pcie_link_at_full_width_and_speed",
-        "test_nvlink_links_up",
-        "test_temperature_below_slowdown",
-        "test_no_xid_during_the_run",
-    )
-}
+
+
+def suite_tests(path: str) -> set[str]:
+    """The test ids of a suite file, from its test functions."""
+    module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
+    return {f"{path}::{name}" for name in vars(module) if name.startswith("test_")}
+
+
+# Every inventory and health test: a fault must fail its own and leave the others passing.
+MINE = suite_tests(INVENTORY) | suite_tests(HEALTH)
 PER_GPU = MINE - {f"{INVENTORY}::test_gpu_count", f"{INVENTORY}::test_driver_version"}
 
 
