@@ -7,6 +7,7 @@ is given, so a replayed or fault-injected node is never reported as the machine 
 (``harness.gpus.Gpu``) seen from both numberings, so a report can label any GPU a figure names.
 """
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import pytest
@@ -40,14 +41,7 @@ class NodeFacts:
             (properties.NODE_CUDA, self.cuda),
             (properties.NODE_GPU_COUNT, str(len(self.gpus))),
         ]
-        for gpu in self.gpus:
-            assert gpu.nvml_index is not None
-            values = (gpu.name, gpu.uuid, gpu.pci_bus_id, _index(gpu.cuda_index))
-            found += [
-                (properties.node_gpu(gpu.nvml_index, name), value)
-                for name, value in zip(properties.NODE_GPU_FIELDS, values, strict=True)
-            ]
-        return found
+        return found + gpu_table(self.gpus, by="nvml")
 
     def line(self) -> str:
         if self.problem:
@@ -67,21 +61,20 @@ def read_node(nvml: Nvml, gpus: NodeGpus, source: str, host: str = "") -> NodeFa
     )
 
 
-def cuda_gpu_properties(gpus: list[Gpu]) -> list[properties.Property]:
-    """``gpu.<cuda index>.*`` for each GPU of ``--devices``."""
+def gpu_table(gpus: Iterable[Gpu], *, by: str) -> list[properties.Property]:
+    """One row per GPU, keyed by its NVML index (``node.gpu.<i>.*``, with its CUDA index) or by
+    its CUDA index (``gpu.<i>.*``, with its NVML index): name, UUID, bus id, the other index."""
     found = []
     for gpu in gpus:
-        assert gpu.cuda_index is not None
-        values = (gpu.name, gpu.uuid, gpu.pci_bus_id, _index(gpu.nvml_index))
-        found += [
-            (properties.cuda_gpu(gpu.cuda_index, name), value)
-            for name, value in zip(properties.CUDA_GPU_FIELDS, values, strict=True)
-        ]
+        index, other = (
+            (gpu.nvml_index, gpu.cuda_index) if by == "nvml" else (gpu.cuda_index, gpu.nvml_index)
+        )
+        assert index is not None, f"{gpu.label} has no {by} index"
+        name = properties.node_gpu if by == "nvml" else properties.cuda_gpu
+        fields = properties.NODE_GPU_FIELDS if by == "nvml" else properties.CUDA_GPU_FIELDS
+        values = (gpu.name, gpu.uuid, gpu.pci_bus_id, NONE if other is None else str(other))
+        found += [(name(index, f), v) for f, v in zip(fields, values, strict=True)]
     return found
-
-
-def _index(index: int | None) -> str:
-    return NONE if index is None else str(index)
 
 
 node_facts_key = pytest.StashKey[NodeFacts]()
@@ -114,4 +107,4 @@ def devices_under_test(config: pytest.Config) -> list[Gpu]:
 
 
 def pytest_harness_suite_properties(config: pytest.Config) -> list[properties.Property]:
-    return [*node_facts(config).properties(), *cuda_gpu_properties(devices_under_test(config))]
+    return [*node_facts(config).properties(), *gpu_table(devices_under_test(config), by="cuda")]

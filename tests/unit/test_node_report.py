@@ -5,7 +5,7 @@ import copy
 from harness.gpus import NodeGpus, cuda_from_environment, identify, nvml_gpus
 from harness.nvml import FakeNvml, Unavailable, load_snapshot
 from harness.nvml.snapshot import LOST
-from harness.plugin.node_report import NodeFacts, cuda_gpu_properties, read_node
+from harness.plugin.node_report import NodeFacts, gpu_table, read_node
 from tests.pytest_run import REPO
 
 H100X8 = REPO / "harness" / "profiles" / "shipped" / "snapshots" / "h100-sxm-x8.json"
@@ -42,7 +42,7 @@ def test_each_gpu_is_listed_with_both_indices():
     assert properties["node.gpu.5.cuda_index"] == "0"
     assert properties["node.gpu.2.cuda_index"] == "1"
     assert properties["node.gpu.0.cuda_index"] == "none"
-    assert dict(cuda_gpu_properties(gpus.in_cuda_order)) == {
+    assert dict(gpu_table(gpus.in_cuda_order, by="cuda")) == {
         "gpu.0.name": "NVIDIA H100 80GB HBM3",
         "gpu.0.uuid": gpus.cuda(0).uuid,
         "gpu.0.pci_bus_id": "00000000:AB:00.0",
