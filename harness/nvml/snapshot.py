@@ -1,5 +1,5 @@
-"""Node snapshots: a node's NVML inventory and health as versioned JSON (see README, "Node
-snapshots"), taken from any ``Nvml`` and replayed by ``FakeNvml``.
+"""Node snapshots: a node's NVML inventory and health as versioned JSON (docs/operators.md,
+"Node snapshots"), taken from any ``Nvml`` and replayed by ``FakeNvml``.
 
 Format ``/2`` added the per-GPU fields in ``ADDED_IN_2``. A ``/1`` file still loads: the fields
 it lacks read as ``Unavailable(field, "NotInSnapshot")``, so checks needing them skip (and fail
