@@ -1,8 +1,8 @@
 """``python -m harness COMMAND``: the harness's command line.
 
 - ``inventory --json [-o FILE]`` writes this node's NVML inventory and health as a snapshot
-  (format ``gpu-harness-snapshot/2``, docs/operators.md). Exit codes: 0 written, 2 bad
-  arguments, 3 NVML unavailable on this machine.
+  (format ``gpu-harness-snapshot/2``, docs/operators.md). Exit codes: 0 written, 1 the GPU
+  list unreadable or FILE not writable, 2 bad arguments, 3 NVML unavailable on this machine.
 - ``environment`` prints the software stack (torch, CUDA, cuDNN, NCCL, driver, nvidia-ml-py)
   and the environment variables that change what a run measures, as this shell sets them
   (the JUnit suite properties record them as the run saw them). Exit code 0.

@@ -3,8 +3,8 @@
 The pytest plugin writes suite properties (one set per ``<testsuite>``: what ran, on what node,
 against which profile) and test properties (per ``<testcase>``: the devices a test used and the
 figures it measured); ``harness.report`` reads them back. Both sides take the names from here,
-so they cannot drift apart, and ``TABLE`` is the documentation of each (docs/reports.md carries
-the same table, and a self-test holds the two together).
+so they cannot drift apart, and ``TABLE`` is the documentation of each (docs/ci-and-reports.md
+carries the same table, and a self-test holds the two together).
 
 A *figure* is ``metric.<name>`` = ``"<number> <unit>"``, with optional ``metric.<name>.reference``
 (same unit), ``.tolerance`` (``"-15%/+10%"``, ``"10%"`` or ``"-1.1%/no upper limit"``),

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 UNAVAILABLE_REASONS = ("NotSupported", "NoPermission", "FunctionNotFound")
 # A reading an older snapshot format did not record (see harness.nvml.snapshot).
 NOT_IN_SNAPSHOT = "NotInSnapshot"
+# How a reason starts when an optional NVML facility failed with an error of its own.
+NVML_ERROR = "NVML error "
 
 # Every per-GPU metric and the Python type of its reading. ``tuple`` readings are tuples of str.
 METRICS: dict[str, type] = {

@@ -6,6 +6,7 @@ from types import ModuleType
 from typing import Any
 
 from harness.nvml.interface import (
+    NVML_ERROR,
     TOPOLOGY_LEVELS,
     GpuLostError,
     Nvml,
@@ -61,7 +62,7 @@ def address(handle: Any) -> int | None:
 
 def xid_trouble(doing: str, err: Exception) -> Unavailable:
     """The XID readings when NVML failed at ``doing``: unavailable, with NVML's error."""
-    return Unavailable("xid_events", f"NVML error {doing}: {err}")
+    return Unavailable("xid_events", f"{NVML_ERROR}{doing}: {err}")
 
 
 def clock_event_names(mask: int) -> tuple[str, ...]:

@@ -8,7 +8,7 @@ the caller's settings are carried into every worker.
 cuDNN caches benchmarked convolution plans per thread, and
 ``torch.nn.DataParallel`` starts new threads on every forward, so with
 ``cudnn.benchmark=True`` it re-benchmarks every step (about 50x slower for a
-small CNN on an H200; see DESIGN.md). Persistent threads keep those caches.
+small CNN on an H200; see docs/design.md). Persistent threads keep those caches.
 """
 
 import threading

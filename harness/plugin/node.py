@@ -8,9 +8,9 @@ per process.
 
 The node's GPUs (``node_gpus(config)``) are built once per process from NVML's list, each
 matched by UUID to its CUDA index (``harness.gpus.identify``): torch's own numbering when the
-run uses CUDA devices, else what CUDA would show under ``CUDA_VISIBLE_DEVICES`` (always for a
-``--fake-node``, which stands for another machine). Every part of the plugin names a GPU
-through them.
+run uses CUDA devices (a ``--fake-node``'s GPUs then match none of them, and this machine's
+CUDA devices are listed as GPUs of their own), else what CUDA would show under
+``CUDA_VISIBLE_DEVICES``. Every part of the plugin names a GPU through them.
 
 When any selected test uses ``nvml``, this process starts watching XID events before the first
 test runs, so a test marked ``run_last`` (moved after the others of its process) sees the XIDs

@@ -109,12 +109,14 @@ def node_models(config: pytest.Config) -> NodeModels:
     nvml = node_nvml(config)
     if isinstance(nvml, NoNvml):
         visible = torch.cuda.device_count()  # counts without initialising CUDA
-        if visible:
+        on_pci = nvidia_gpus_on_pci() or 0  # a GPU whose driver is gone still sits on the bus
+        if visible or on_pci:
             raise ProfileError(
                 f"--profile auto: NVML unavailable ({nvml.reason}), yet torch sees {visible} "
-                "CUDA device(s): the node's GPUs cannot be told; pass --profile NAME"
+                f"CUDA device(s) and the PCI bus {on_pci} NVIDIA GPU(s): the node's GPUs "
+                "cannot be told; pass --profile NAME"
             )
-        return NodeModels((), f"NVML unavailable: {nvml.reason}; torch sees no CUDA device")
+        return NodeModels((), f"NVML unavailable: {nvml.reason}; no NVIDIA GPU seen")
     names = tuple(gpu.name for gpu in node_gpus(config).in_nvml_order)
     if fake_node(config) is not None:
         return NodeModels(names, f"fake-node {config.getoption('fake_node')}")

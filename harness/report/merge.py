@@ -121,9 +121,8 @@ def to_bytes(document: JUnitXml) -> bytes:
 def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     """``harness.files.write_atomic``, its errors one-line ``ReportError``s naming the file."""
     path = Path(path)
-    if not path.parent.is_dir():
-        raise ReportError(f"{path}: cannot write: no directory {path.parent}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)  # as summary does: reports/ may be new
         files.write_atomic(path, data)
     except OSError as err:
         raise ReportError(f"{path}: cannot write: {err.strerror or err}") from None

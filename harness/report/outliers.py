@@ -23,9 +23,10 @@ them, then, among those it does not explain, the next, as long as a GPU explains
 is the only GPU of a figure. A lone slow pair names neither of its GPUs, and a figure with no GPU
 slot (an all-reduce) stays listed as it is.
 
-Figures with no better side (amounts and counts: MiB, error counters, batch sizes) are not
-compared: an ECC counter away from a fleet median of 0 is already its own check's failure, and a
-different memory size is an inventory question the profile answers.
+Figures with no better side (amounts and counts: MiB, error counters) are not compared: an ECC
+counter away from a fleet median of 0 is already its own check's failure, and a different memory
+size is an inventory question the profile answers. The largest batch that fits (``samples``) is
+compared, fewer being worse.
 """
 
 from __future__ import annotations

@@ -1,13 +1,13 @@
 """``python -m harness.report summary FILES... -o reports/summary.html``: one page that says
 which node failed which check, why, and how every measured figure compares with its reference.
 
-The page holds, in order: the verdict and totals; the nodes (GPU model, driver, versions,
-counts); a node x check matrix, one row per test module with the worst outcome of each node and
-every check's own row underneath; the failures with their messages; the fleet outliers
-(``harness.report.outliers``), one row per node naming the GPU they point at, each node's
-figures folded beneath; plots of bandwidth, compute and memory across nodes; every
-judged figure against its reference, tolerance and verdict; the figures recorded without a
-reference; and the skips grouped by reason. ``--format md`` writes the same tables, without
+The page holds, in order: the verdict and totals; a node x check matrix, one row per test
+module with the worst outcome of each node; the failures with their messages; the fleet
+outliers (``harness.report.outliers``), one row per node naming the GPU they point at, each
+node's figures folded beneath; plots of bandwidth, compute and memory across nodes; every
+judged figure against its reference, tolerance and verdict, and the figures recorded without a
+reference; every check's own row by module; the nodes (GPU model, driver, versions, counts);
+and the skips grouped by reason. ``--format md`` writes the same tables, without
 plots, as Markdown for CI logs and GitHub step summaries.
 
 A node is ``Run.node``: the torchrun ranks of a node are one column, its worst outcome; the

@@ -149,8 +149,14 @@ def test_nothing_left_to_merge_is_an_error(tmp_path, capsys):
     assert not out.exists()
 
 
-def test_an_output_in_a_missing_directory_is_one_line(fleet, tmp_path, capsys):
-    assert merge(*fleet, "-o", tmp_path / "nope" / "merged.xml") == 2
+def test_an_output_in_a_missing_directory_is_written_there(fleet, tmp_path):
+    assert merge(*fleet, "-o", tmp_path / "new" / "merged.xml") == 0
+    assert (tmp_path / "new" / "merged.xml").is_file()
+
+
+def test_an_output_that_cannot_be_written_is_one_line(fleet, tmp_path, capsys):
+    (tmp_path / "a-file").write_text("")
+    assert merge(*fleet, "-o", tmp_path / "a-file" / "merged.xml") == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1
-    assert "cannot write: no directory" in error
+    assert "merged.xml: cannot write: " in error

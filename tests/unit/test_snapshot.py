@@ -362,3 +362,20 @@ def test_cli_prints_the_environment(capsys: pytest.CaptureFixture[str]) -> None:
     assert ", nvidia_ml_py " in out[0]
     assert any(line.startswith("CUBLAS_WORKSPACE_CONFIG=") for line in out)
     assert out[-1].startswith("CUDA allocator backend: ")
+
+
+def test_an_nvml_error_recorded_as_unavailable_survives_a_round_trip(tmp_path: Path) -> None:
+    # What a VM that refuses XID event sets leaves in a snapshot (harness.nvml.real).
+    reason = "NVML error registering for XID events: NVML error 999"
+
+    def edit(data: Any) -> None:
+        data["gpus"][0]["xid_events"] = {"unavailable": reason}
+
+    fake = FakeNvml(load_snapshot(edited(tmp_path, edit)))
+    assert fake.xid_events(fake.gpu_uuids()[0]) == Unavailable(XID_EVENTS, reason)
+    with pytest.raises(
+        SnapshotError, match=r'expected one of NotSupported.* or "NVML error \.\.\."'
+    ):
+        load_snapshot(
+            edited(tmp_path, setter("gpus", 0, "xid_events", value={"unavailable": "Nope"}))
+        )
