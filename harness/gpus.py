@@ -122,6 +122,8 @@ def nvml_gpus(nvml: Nvml) -> list[Gpu]:
             value = nvml.read(uuid, metric)
         except GpuLostError:
             return f"{what} unknown: GPU lost"
+        except Exception as err:  # any NVML error: the GPU must still be named, not crash a run
+            return f"{what} unknown: {err}"
         return f"{what} unknown: {value.reason}" if isinstance(value, Unavailable) else str(value)
 
     return [
@@ -130,18 +132,33 @@ def nvml_gpus(nvml: Nvml) -> list[Gpu]:
     ]
 
 
+class CudaUnusableError(RuntimeError):
+    """CUDA cannot be initialised or read here; the message is one line."""
+
+
 def cuda_from_torch() -> list[CudaDevice]:
-    """CUDA's devices as torch numbers them, from their properties (this initialises CUDA)."""
+    """CUDA's devices as torch numbers them, from their properties. This initialises CUDA
+    first: before that, torch counts devices through NVML, which may differ from what CUDA
+    shows (MIG instances, a GPU CUDA refuses). ``CudaUnusableError`` where CUDA fails."""
     import torch
 
+    try:
+        torch.cuda.init()
+        count = torch.cuda.device_count()
+        found = [torch.cuda.get_device_properties(index) for index in range(count)]
+    except (RuntimeError, AssertionError) as err:
+        raise CudaUnusableError(" ".join(str(err).split()) or type(err).__name__) from None
     devices = []
-    for index in range(torch.cuda.device_count()):
-        props = torch.cuda.get_device_properties(index)
+    for props in found:
         parts = [getattr(props, f"pci_{part}_id", None) for part in ("domain", "bus", "device")]
         bus = ""
         if all(isinstance(part, int) for part in parts):  # torch builds before 2.5 lack them
             bus = "{:08X}:{:02X}:{:02X}.0".format(*parts)  # NVIDIA GPUs are PCI function 0
-        devices.append(CudaDevice(normalise_uuid(props.uuid), props.name, bus))
+        # CUDA names a MIG instance by its own UUID, which nvidia-smi and CUDA_VISIBLE_DEVICES
+        # write "MIG-..."; torch prints it bare, as it prints a GPU's.
+        mig = " MIG " in f" {props.name} " and not str(props.uuid).upper().startswith("MIG-")
+        uuid = f"MIG-{props.uuid}" if mig else normalise_uuid(props.uuid)
+        devices.append(CudaDevice(uuid, props.name, bus))
     return devices
 
 
@@ -151,9 +168,10 @@ def cuda_from_environment(
     """The devices CUDA would show this process on a node with ``nvml_gpus``, in CUDA order,
     without asking CUDA: ``CUDA_VISIBLE_DEVICES`` applied to the GPUs in PCI bus order (the
     harness sets ``CUDA_DEVICE_ORDER=PCI_BUS_ID``). As the CUDA driver does, entries are
-    indices or UUID prefixes and the list ends at the first entry that names no GPU, or
-    repeats one. None when the order cannot be told without CUDA: ``FASTEST_FIRST``, or a GPU
-    whose bus id NVML could not give (a lost GPU has no place in the bus order)."""
+    indices or UUID prefixes, the list ends at the first entry that names no GPU, and a list
+    naming one GPU twice shows none. None when the order cannot be told without CUDA:
+    ``FASTEST_FIRST``, or a GPU whose bus id NVML could not give (a lost GPU has no place in
+    the bus order)."""
     if environ.get("CUDA_DEVICE_ORDER", "PCI_BUS_ID") != "PCI_BUS_ID":
         return None
     if not all(_BUS_ID.fullmatch(gpu.pci_bus_id) for gpu in nvml_gpus):
@@ -163,8 +181,10 @@ def cuda_from_environment(
     chosen: list[Gpu] = list(by_bus) if visible is None else []
     for entry in _entries(visible):
         gpu = _named(entry, by_bus)
-        if gpu is None or gpu in chosen:
+        if gpu is None:
             break
+        if gpu in chosen:  # CUDA refuses a list that names a GPU twice: it shows none
+            return []
         chosen.append(gpu)
     return [CudaDevice(gpu.uuid, gpu.name, gpu.pci_bus_id) for gpu in chosen]
 

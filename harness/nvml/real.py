@@ -49,6 +49,7 @@ MIB = 1 << 20
 TEMPERATURE_GPU = 0  # nvmlTemperatureSensors_t
 THRESHOLD_SHUTDOWN, THRESHOLD_SLOWDOWN = 0, 1  # nvmlTemperatureThresholds_t
 EVENT_XID_CRITICAL_ERROR = 0x8  # nvmlEventTypeXidCriticalError
+UNREADABLE_PREFIX = "GPU-unreadable-index-"  # the stand-in UUID of a GPU NVML cannot open
 
 
 def text(value: str | bytes) -> str:
@@ -93,9 +94,17 @@ class RealNvml(Nvml):
                 ) from None
             raise NvmlUnavailableError(f"NVML failed to initialise: {err}") from None
         self.handles: dict[str, Any] = {}
+        # A GPU NVML counts but cannot open (fallen off the bus: NVML_ERROR_GPU_IS_LOST) keeps
+        # its place in NVML's order under a stand-in UUID, and every reading of it is lost.
+        self.unreadable: dict[str, str] = {}
         for index in range(self.nv.nvmlDeviceGetCount()):
-            handle = self.nv.nvmlDeviceGetHandleByIndex(index)
-            self.handles[text(self.nv.nvmlDeviceGetUUID(handle))] = handle
+            try:
+                handle = self.nv.nvmlDeviceGetHandleByIndex(index)
+                uuid = text(self.nv.nvmlDeviceGetUUID(handle))
+            except self.nv.NVMLError as err:
+                uuid, handle = f"{UNREADABLE_PREFIX}{index}", None
+                self.unreadable[uuid] = str(err)
+            self.handles[uuid] = handle
         self.event_set: Any = None
         # Per GPU: the XIDs seen since watch_xid, or why they cannot be (empty: not watching).
         self.xids: dict[str, list[int] | Unavailable | GpuLostError] = {}
@@ -118,11 +127,18 @@ class RealNvml(Nvml):
 
     def read(self, uuid: str, metric: str) -> Reading:
         check_metric(metric)
-        handle = self.handles[uuid]
+        handle = self.opened(uuid, metric)
         return self.call(uuid, metric, lambda: getattr(self, f"_{metric}")(handle))
 
+    def opened(self, uuid: str, metric: str) -> Any:
+        """The GPU's handle; ``GpuLostError`` for a GPU NVML could not open."""
+        handle = self.handles[uuid]
+        if handle is None:
+            raise GpuLostError(uuid, metric)
+        return handle
+
     def topology(self, uuid_a: str, uuid_b: str) -> str | Unavailable:
-        a, b = self.handles[uuid_a], self.handles[uuid_b]
+        a, b = self.opened(uuid_a, "topology"), self.opened(uuid_b, "topology")
         return self.call(
             uuid_a,
             "topology",
@@ -143,6 +159,9 @@ class RealNvml(Nvml):
             return
         self.event_set = created
         for uuid, handle in self.handles.items():
+            if handle is None:
+                self.xids[uuid] = GpuLostError(uuid, "xid_events")
+                continue
             try:
                 registered = self.call(
                     uuid,
@@ -159,7 +178,7 @@ class RealNvml(Nvml):
 
     def xid_events(self, uuid: str) -> tuple[int, ...] | Unavailable:
         self.watch_xid()
-        handle = self.handles[uuid]
+        handle = self.opened(uuid, "xid_events")
         if self.event_set is not None:
             try:
                 self.drain_xids()
@@ -167,7 +186,10 @@ class RealNvml(Nvml):
                 if getattr(err, "value", None) != GPU_IS_LOST:
                     return xid_trouble("reading XID events", err)
                 # Some GPU fell off the bus, and the wait does not say which: ask this one.
-                self.call(uuid, "xid_events", lambda: self.nv.nvmlDeviceGetUUID(handle))
+                try:
+                    self.call(uuid, "xid_events", lambda: self.nv.nvmlDeviceGetUUID(handle))
+                except self.nv.NVMLError as other:
+                    return xid_trouble("reading XID events", other)
         seen = self.xids[uuid]
         if isinstance(seen, GpuLostError):
             raise GpuLostError(uuid, "xid_events")
@@ -176,7 +198,9 @@ class RealNvml(Nvml):
     def drain_xids(self) -> None:
         """Move every queued XID event into ``self.xids``, without waiting for new ones."""
         wait = getattr(self.nv, "nvmlEventSetWait_v2", None) or self.nv.nvmlEventSetWait
-        by_address = {address(handle): uuid for uuid, handle in self.handles.items()}
+        by_address = {
+            address(handle): uuid for uuid, handle in self.handles.items() if handle is not None
+        }
         while True:
             try:
                 event = wait(self.event_set, 0)

@@ -8,6 +8,7 @@ All are validated at configure time; a bad value is one usage error line naming 
 import pytest
 
 from harness import properties
+from harness.environment import prepare_environment
 from harness.impl import ImplSpecError, load_callable
 from harness.memory.sizes import SizeError, format_size, parse_size
 from harness.models import MEMORY_ZOO, ModelSpec
@@ -93,6 +94,9 @@ def load_memory_model(text: str) -> ModelSpec:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
+    # A --memory-model factory is the user's code, and may touch CUDA on import: the process
+    # environment (CUDA_DEVICE_ORDER first) must be in place before it runs.
+    prepare_environment()
     limit = config.getoption("memory_limit")
     try:
         config.stash[memory_limit_key] = None if limit is None else parse_size(limit)

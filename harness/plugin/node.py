@@ -25,6 +25,7 @@ from typing import Any, NoReturn
 import pytest
 
 from harness.gpus import (
+    CudaUnusableError,
     Gpu,
     NodeGpus,
     cuda_from_environment,
@@ -112,8 +113,19 @@ def node_gpus(config: pytest.Config) -> NodeGpus:
     if found is None:
         nvml = node_nvml(config)
         listed = [] if isinstance(nvml, NoNvml) else nvml_gpus(nvml)
-        if chosen_devices(config).kind == "cuda":
-            found = NodeGpus(tuple(identify(listed, cuda_from_torch())), "torch")
+        devices = chosen_devices(config)
+        if devices.kind == "cuda":
+            try:
+                cuda = cuda_from_torch()
+            except CudaUnusableError as err:
+                raise pytest.UsageError(f"--devices {devices.spec}: CUDA unusable: {err}") from None
+            missing = sorted({i for i in devices.device_ids if i >= len(cuda)})
+            if missing:
+                raise pytest.UsageError(
+                    f"--devices {devices.spec}: CUDA shows {len(cuda)} device(s) here, no "
+                    + ", ".join(f"cuda:{i}" for i in missing)
+                )
+            found = NodeGpus(tuple(identify(listed, cuda)), "torch")
         else:
             cuda = cuda_from_environment(listed)
             source = "CUDA_VISIBLE_DEVICES" if cuda is not None else "unknown"

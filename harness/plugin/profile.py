@@ -14,7 +14,9 @@ and the call phase fails with it. Without ``--acceptance`` a skip stays a skip.
 
 A required check that no selected test implements (a suite left out, ``-k``) cannot pass
 silently either: the run warns, and under ``--acceptance`` one extra test,
-``acceptance::required_checks``, fails naming the missing checks.
+``acceptance::required_checks``, fails naming the missing checks. Nor can a GPU the run leaves
+out (``--devices`` or ``CUDA_VISIBLE_DEVICES`` giving it fewer GPUs than the profile expects):
+under ``--acceptance`` ``acceptance::every_gpu`` fails naming the GPUs tested.
 """
 
 import warnings
@@ -232,27 +234,27 @@ def pytest_runtest_call_fails_skips(item: pytest.Item):
         raise pytest.fail.Exception(_failure(item, checks, skip.msg), pytrace=False) from None
 
 
-class MissingChecks(pytest.Item):
-    """Fails naming the required checks no selected test implements."""
+class AcceptanceGap(pytest.Item):
+    """Fails with its text: what an acceptance run would otherwise leave unjudged (required
+    checks no selected test implements, GPUs of the node no test runs on)."""
 
-    def __init__(self, *, missing: list[str], profile_name: str, **kwargs) -> None:
+    def __init__(self, *, text: str, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.missing = missing
-        self.profile_name = profile_name
+        self.text = text
 
     def runtest(self) -> None:
-        raise MissingChecksError(missing_text(self.missing, self.profile_name))
+        raise AcceptanceGapError(self.text)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style=None) -> str:
-        if isinstance(excinfo.value, MissingChecksError):
+        if isinstance(excinfo.value, AcceptanceGapError):
             return str(excinfo.value)
         return super().repr_failure(excinfo, style)
 
     def reportinfo(self) -> tuple[str, None, str]:
-        return "acceptance", None, "required checks"
+        return "acceptance", None, self.name.replace("_", " ")
 
 
-class MissingChecksError(Exception):
+class AcceptanceGapError(Exception):
     pass
 
 
@@ -274,8 +276,15 @@ def missing_checks(items: list[pytest.Item], profile: Profile) -> list[str]:
 
 
 def check_markers(items: list[pytest.Item]) -> None:
-    """Every ``required_check`` marker names one known check; a usage error otherwise."""
+    """Every ``required_check`` marker names one known check, on a test not expected to fail
+    (an xfail would hide the failure a skipped required check becomes); a usage error
+    otherwise."""
     for item in items:
+        if item.get_closest_marker(MARKER) and item.get_closest_marker("xfail"):
+            raise pytest.UsageError(
+                f"{item.nodeid}: a required check cannot be marked xfail (its skip would be "
+                "reported as an expected failure under --acceptance)"
+            )
         for marker in item.iter_markers(MARKER):
             if len(marker.args) != 1 or marker.kwargs:
                 raise pytest.UsageError(
@@ -288,6 +297,27 @@ def check_markers(items: list[pytest.Item]) -> None:
                 )
 
 
+def untested_gpus(config: pytest.Config, profile: Profile) -> str | None:
+    """Why the run cannot accept the node: ``--devices`` (or ``CUDA_VISIBLE_DEVICES``) leaves
+    out GPUs the profile expects, whose per-GPU checks would then never run; None if not."""
+    from harness.plugin.node_report import devices_under_test
+    from harness.plugin.options import chosen_devices
+
+    devices = chosen_devices(config)
+    expected = profile.inventory.gpu_count
+    if devices.kind != "cuda" or not expected:
+        return None  # on CPU devices the GPU checks skip, and their skips fail as required
+    tested = devices_under_test(config)
+    if len(tested) >= expected:
+        return None
+    names = ", ".join(gpu.short_label for gpu in tested)
+    return (
+        f"profile {profile.name} expects {expected} GPUs; --devices {devices.label} tests "
+        f"{len(tested)} ({names}): the per-GPU checks of the others would not run (give every "
+        "GPU to the run: --devices cuda, CUDA_VISIBLE_DEVICES unset)"
+    )
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(
     session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
@@ -297,19 +327,17 @@ def pytest_collection_modifyitems(
     profile = chosen_profile(config)
     if profile is None:
         return
+    gaps = {}
     missing = missing_checks(items, profile)
-    if not missing:
-        return
+    if missing:
+        gaps["required_checks"] = missing_text(missing, profile.name)
+    if acceptance_mode(config) and items and (untested := untested_gpus(config, profile)):
+        gaps["every_gpu"] = untested
     if not acceptance_mode(config):
-        # Each xdist worker collects and warns; the summary shows the one message once.
-        warnings.warn(MissingChecksWarning(missing_text(missing, profile.name)), stacklevel=1)
+        if missing:  # each xdist worker collects and warns; the summary shows it once
+            warnings.warn(MissingChecksWarning(gaps["required_checks"]), stacklevel=1)
         return
-    items.append(
-        MissingChecks.from_parent(
-            session,
-            name="required_checks",
-            nodeid="acceptance::required_checks",
-            missing=missing,
-            profile_name=profile.name,
+    for name, text in gaps.items():
+        items.append(
+            AcceptanceGap.from_parent(session, name=name, nodeid=f"acceptance::{name}", text=text)
         )
-    )

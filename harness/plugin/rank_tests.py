@@ -262,25 +262,25 @@ def on_ranks(pytestconfig: pytest.Config) -> Callable[..., list[Any]]:
     """
 
     def run(function: Callable[..., Any], world_size: int, *, backend: str, **kwargs: Any):
-        problem = None
-        try:
-            pool = pytestconfig.stash[pools_key].get(world_size)
-        except PoolStartError as err:
-            problem = str(err)
-        if problem is not None:  # outside the except: the failure is the message, not a chain
-            pytest.fail(problem, pytrace=False)
+        pool = pytestconfig.stash[pools_key].get(world_size)  # nothing starts before run()
         if pool.backend != backend:
             where = ", ".join(pool.layout.devices)
             pytest.skip(
                 f"needs {backend} with one rank per GPU; {world_size} ranks on {where} use "
                 f"{pool.backend}"
             )
-        results = pool.run(
-            function.__module__,
-            function.__qualname__,
-            kwargs,
-            timeout=pytestconfig.getoption("dist_timeout"),
-        )
+        problem = None
+        try:
+            results = pool.run(
+                function.__module__,
+                function.__qualname__,
+                kwargs,
+                timeout=pytestconfig.getoption("dist_timeout"),
+            )
+        except (PoolStartError, NotPlainData) as err:
+            problem = str(err)
+        if problem is not None:  # outside the except: the failure is the message, not a chain
+            pytest.fail(problem, pytrace=False)
         conclude(results)
         return [result.value for result in results]
 

@@ -49,7 +49,7 @@ def matches(profile: Profile, node: NodeModels) -> bool:
 
 def choose_profile(node: NodeModels, profiles: Sequence[Profile]) -> Profile:
     """The one profile of ``profiles`` that matches ``node``; ``ProfileError`` otherwise."""
-    if node.pci_gpus is not None and node.pci_gpus != len(node.gpu_names):
+    if node.pci_gpus is not None and node.pci_gpus > len(node.gpu_names):
         raise ProfileError(
             f"--profile auto: the PCI bus lists {node.pci_gpus} NVIDIA GPU(s) but "
             f"{node.source} {len(node.gpu_names)} ({node.summary}): a GPU may have fallen off "

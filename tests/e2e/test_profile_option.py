@@ -61,7 +61,6 @@ def test_runs():
     pass
 
 
-@pytest.mark.required_check("health.ecc")
 @pytest.mark.xfail(reason="expected", strict=True)
 def test_xfails():
     assert False
@@ -131,6 +130,10 @@ BAD_RUNS = {
         "test_typo.py::test_typo: @pytest.mark.required_check: unknown check 'healt.ecc' "
         "(did you mean 'health.ecc'?)",
     ),
+    "required check marked xfail": (
+        ["XFAIL"],
+        "test_xfail.py::test_xfail: a required check cannot be marked xfail",
+    ),
     "unknown name": (["--profile", "h300"], "--profile h300: no such profile (shipped: "),
     "broken profile": (["--profile", "BROKEN"], "broken.toml: inventory.gpu_count: must be >= 0"),
 }
@@ -147,16 +150,24 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Path:
     gone = snapshot["gpus"].pop()["uuid"]
     snapshot["topology"] = [pair for pair in snapshot["topology"] if gone not in pair["gpus"]]
     (suite / "h100x7.json").write_text(json.dumps(snapshot))
-    typo(suite).mkdir()
-    (typo(suite) / "test_typo.py").write_text(
-        "import pytest\n\n@pytest.mark.required_check('healt.ecc')\ndef test_typo():\n    pass\n"
-    )
+    for name, marks in LONE.items():
+        lone(suite, name).mkdir()
+        (lone(suite, name) / f"test_{name}.py").write_text(
+            f"import pytest\n\n{marks}\ndef test_{name}():\n    pass\n"
+        )
     return suite
 
 
-def typo(suite: Path) -> Path:
-    """A suite of its own beside ``suite``, whose marker names no known check."""
-    return suite.parent / f"{suite.name}-typo"
+# Suites of one test each, beside the main one: a marker that names no known check, and a
+# required check marked xfail.
+LONE = {
+    "typo": "@pytest.mark.required_check('healt.ecc')",
+    "xfail": "@pytest.mark.required_check('health.ecc')\n@pytest.mark.xfail(reason='known')",
+}
+
+
+def lone(suite: Path, name: str) -> Path:
+    return suite.parent / f"{suite.name}-{name}"
 
 
 def command(suite: Path, name: str, args: list[str]) -> list[str]:
@@ -165,8 +176,8 @@ def command(suite: Path, name: str, args: list[str]) -> list[str]:
         "BROKEN": str(suite / "broken.toml"),
         "SEVEN": str(suite / "h100x7.json"),
     }
-    where = str(typo(suite)) if "TYPO" in args else str(suite)
-    args = [paths.get(arg, arg) for arg in args if arg != "TYPO"]
+    where = next((str(lone(suite, n)) for n in LONE if n.upper() in args), str(suite))
+    args = [paths.get(arg, arg) for arg in args if arg.lower() not in LONE]
     return [where, "-rA", *args, "--junitxml", str(suite / f"{name}.xml")]
 
 

@@ -8,6 +8,7 @@ import torch
 
 from harness.gpus import (
     CudaDevice,
+    CudaUnusableError,
     Gpu,
     NodeGpus,
     cuda_from_environment,
@@ -80,7 +81,7 @@ def test_uuid_spellings():
         ("2,0", [2, 0]),
         ("7", [7]),
         ("1,9,2", [1]),  # CUDA stops at the first entry that names no GPU
-        ("3,3", [3]),  # and at a repeated one
+        ("3,3", []),  # and shows none for a list that repeats a GPU
         ("GPU-7c1e4b20-3f5a-4d8e-b6c1-0a9d2e5f8306,0", [6, 0]),  # a UUID
         ("GPU-7c1e4b20-3f5a-4d8e-b6c1-0a9d2e5f830", []),  # a prefix of several: ambiguous
         ("MIG-abcd", []),
@@ -127,12 +128,25 @@ def test_torchs_devices_are_read_from_their_properties(monkeypatch):
         ),
         1: SimpleNamespace(name="NVIDIA H200", uuid="77ee0000-bbbb"),  # a torch without PCI ids
     }
+    monkeypatch.setattr(torch.cuda, "init", lambda: None)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: props[i])
     assert cuda_from_torch() == [
         CudaDevice("GPU-5f0c1234-aaaa", "NVIDIA H200", "00000000:1A:00.0"),
         CudaDevice("GPU-77ee0000-bbbb", "NVIDIA H200", ""),
     ]
+    # A MIG instance: CUDA gives its own UUID, which nvidia-smi writes MIG-...
+    props[1] = SimpleNamespace(name="NVIDIA H100 80GB HBM3 MIG 1g.10gb", uuid="aa11-22")
+    assert cuda_from_torch()[1].uuid == "MIG-aa11-22"
+
+
+def test_a_cuda_that_fails_is_one_line(monkeypatch):
+    def broken() -> None:
+        raise RuntimeError("CUDA driver version is insufficient\nfor CUDA runtime version")
+
+    monkeypatch.setattr(torch.cuda, "init", broken)
+    with pytest.raises(CudaUnusableError, match=r"^CUDA driver version is insufficient for CUDA"):
+        cuda_from_torch()
 
 
 def test_a_gpu_without_a_bus_id_leaves_the_order_unknown():

@@ -328,3 +328,38 @@ def test_environment_driver_version_goes_through_the_interface(
     assert driver_version() == "580.95.05"
     monkeypatch.setitem(sys.modules, "pynvml", stub_pynvml(init_error=12))
     assert driver_version() is None
+
+
+def test_a_gpu_nvml_cannot_open_keeps_its_place_and_reads_as_lost() -> None:
+    nv = stub_pynvml()
+    opened = nv.nvmlDeviceGetHandleByIndex
+
+    def handle(index: int) -> Any:
+        if index == 0:
+            raise NVMLError(15)  # NVML_ERROR_GPU_IS_LOST: fallen off the bus
+        return opened(index)
+
+    nv.nvmlDeviceGetHandleByIndex = handle
+    nvml = RealNvml(nv)
+    lost, healthy = nvml.gpu_uuids()
+    assert lost == "GPU-unreadable-index-0"
+    assert healthy == UUIDS[1]
+    with pytest.raises(GpuLostError, match="GPU-unreadable-index-0 is lost"):
+        nvml.read(lost, "temperature_c")
+    nvml.watch_xid()
+    with pytest.raises(GpuLostError):
+        nvml.xid_events(lost)
+    assert nvml.xid_events(healthy) == ()
+    # and the GPU is still named, its readings written as unknown
+    from harness.gpus import nvml_gpus
+
+    assert nvml_gpus(nvml)[0].label == (
+        "GPU 0 (name unknown: GPU lost, GPU-unreadable-index-0, PCI bus id unknown: GPU lost)"
+    )
+
+
+def test_an_unexpected_nvml_error_still_names_the_gpu() -> None:
+    from harness.gpus import nvml_gpus
+
+    nvml = RealNvml(stub_pynvml(fail={"nvmlDeviceGetName": 999}))
+    assert nvml_gpus(nvml)[1].name == "name unknown: NVML error 999"

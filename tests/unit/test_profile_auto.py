@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.hardware.pci import nvidia_gpus_on_pci
+from harness.hardware.pci import in_container, nvidia_gpus_on_pci
 from harness.plugin import profile as plugin
 from harness.plugin.node import NoNvml
 from harness.profiles import (
@@ -66,23 +66,36 @@ def test_nvml_must_see_what_the_pci_bus_lists():
         choose_profile(NodeModels((H100,), "NVML", pci_gpus=8), SHIPPED)
     assert "the PCI bus lists 8 NVIDIA GPU(s) but NVML 1" in str(info.value)
     assert choose_profile(NodeModels((H100,), "NVML", pci_gpus=1), SHIPPED).name == "h100-1x"
+    # Fewer on the bus than NVML lists (a sandboxed sysfs) says nothing of a lost GPU.
+    assert choose_profile(NodeModels((H100,), "NVML", pci_gpus=0), SHIPPED).name == "h100-1x"
 
 
-def device(root: Path, address: str, vendor: str, kind: str) -> None:
-    folder = root / address
+def device(
+    root: Path, address: str, vendor: str, kind: str, driver: str | None = None, vf: bool = False
+) -> None:
+    folder = root / "devices" / address
     folder.mkdir(parents=True)
     (folder / "vendor").write_text(f"{vendor}\n")
     (folder / "class").write_text(f"{kind}\n")
+    if driver is not None:
+        (root / "drivers" / driver).mkdir(parents=True, exist_ok=True)
+        (folder / "driver").symlink_to(root / "drivers" / driver)
+    if vf:
+        (folder / "physfn").symlink_to(root / "devices")
 
 
-def test_the_pci_bus_counts_nvidia_display_controllers_only(tmp_path):
-    device(tmp_path, "0000:18:00.0", "0x10de", "0x030200")  # an H100: 3D controller
-    device(tmp_path, "0000:2a:00.0", "0x10de", "0x030000")  # a VGA GPU
+def test_the_pci_bus_counts_the_nodes_nvidia_gpus_only(tmp_path):
+    device(tmp_path, "0000:18:00.0", "0x10de", "0x030200", "nvidia")  # an H100: 3D controller
+    device(tmp_path, "0000:2a:00.0", "0x10de", "0x030000")  # a GPU the driver did not bind
     device(tmp_path, "0000:2a:00.1", "0x10de", "0x040300")  # its audio function
-    device(tmp_path, "0000:c0:00.0", "0x10de", "0x068000")  # an NVSwitch
+    device(tmp_path, "0000:c0:00.0", "0x10de", "0x068000", "nvidia-nvswitch")  # an NVSwitch
     device(tmp_path, "0000:00:00.0", "0x8086", "0x060000")  # the host bridge
-    assert nvidia_gpus_on_pci(tmp_path) == 2
-    assert nvidia_gpus_on_pci(tmp_path / "absent") is None
+    device(tmp_path, "0000:3b:00.0", "0x10de", "0x030200", "vfio-pci")  # given to a VM
+    device(tmp_path, "0000:3b:00.4", "0x10de", "0x030200", "nvidia", vf=True)  # a vGPU function
+    assert nvidia_gpus_on_pci(tmp_path / "devices", container=False) == 2
+    assert nvidia_gpus_on_pci(tmp_path / "absent", container=False) is None
+    # A container sees the host's bus, not the GPUs it was given.
+    assert nvidia_gpus_on_pci(tmp_path / "devices", container=True) is None
 
 
 def test_without_nvml_a_node_with_gpus_cannot_be_told_apart(monkeypatch):
@@ -94,3 +107,36 @@ def test_without_nvml_a_node_with_gpus_cannot_be_told_apart(monkeypatch):
         plugin.node_models(config)  # type: ignore[arg-type]
     monkeypatch.setattr(plugin, "nvidia_gpus_on_pci", lambda: 0)
     assert plugin.node_models(config).gpu_names == ()  # type: ignore[arg-type]
+
+
+def test_a_container_is_told_by_its_gpu_variable_or_marks(tmp_path, monkeypatch):
+    mark = tmp_path / ".dockerenv"
+    monkeypatch.setattr("harness.hardware.pci.CONTAINER_MARKS", (mark,))
+    assert in_container({"NVIDIA_VISIBLE_DEVICES": "0,1"})
+    assert not in_container({"NVIDIA_VISIBLE_DEVICES": "all"})
+    assert not in_container({})
+    mark.write_text("")
+    assert in_container({})
+
+
+def test_acceptance_of_a_node_needs_every_gpu_it_expects(monkeypatch):
+    import torch
+
+    from harness.devices import DeviceSet
+    from harness.gpus import Gpu
+    from harness.plugin.options import devices_key
+
+    config = types.SimpleNamespace(stash=pytest.Stash())
+    cuda = tuple(torch.device("cuda", i) for i in (0, 1))
+    config.stash[devices_key] = DeviceSet("cuda", "cuda", cuda)
+    tested = [Gpu(f"GPU-{i}", H100, "bus", nvml, i) for i, nvml in enumerate((3, 1))]
+    monkeypatch.setattr("harness.plugin.node_report.devices_under_test", lambda config: tested)
+    text = plugin.untested_gpus(config, load_profile("h100-sxm-8x"))  # type: ignore[arg-type]
+    assert text == (
+        "profile h100-sxm-8x expects 8 GPUs; --devices cuda:0,1 tests 2 (GPU 3, GPU 1): the "
+        "per-GPU checks of the others would not run (give every GPU to the run: --devices "
+        "cuda, CUDA_VISIBLE_DEVICES unset)"
+    )
+    assert plugin.untested_gpus(config, load_profile("cpu-virtual")) is None  # type: ignore[arg-type]
+    config.stash[devices_key] = DeviceSet("cpu:4", "cpu", (torch.device("cpu"),) * 4)
+    assert plugin.untested_gpus(config, load_profile("h100-sxm-8x")) is None  # type: ignore[arg-type]

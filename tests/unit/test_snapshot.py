@@ -379,3 +379,30 @@ def test_an_nvml_error_recorded_as_unavailable_survives_a_round_trip(tmp_path: P
         load_snapshot(
             edited(tmp_path, setter("gpus", 0, "xid_events", value={"unavailable": "Nope"}))
         )
+
+
+def test_cuda_that_cannot_serve_the_devices_is_a_usage_error(monkeypatch) -> None:
+    import torch
+
+    import harness.plugin.node as node
+    from harness.devices import DeviceSet
+    from harness.gpus import CudaUnusableError
+    from harness.plugin.options import devices_key
+
+    def config() -> Config:
+        made = Config(load_snapshot(H200X1))
+        made.stash[devices_key] = DeviceSet(
+            "cuda:0,1", "cuda", (torch.device("cuda", 0), torch.device("cuda", 1))
+        )
+        return made
+
+    def broken() -> list:
+        raise CudaUnusableError("CUDA driver version is insufficient")
+
+    monkeypatch.setattr(node, "cuda_from_torch", broken)
+    with pytest.raises(pytest.UsageError, match=r"^--devices cuda:0,1: CUDA unusable: CUDA driver"):
+        node.node_gpus(config())  # type: ignore[arg-type]
+    monkeypatch.setattr(node, "cuda_from_torch", lambda: [])
+    shows = r"CUDA shows 0 device\(s\) here, no cuda:0, cuda:1$"
+    with pytest.raises(pytest.UsageError, match=shows):
+        node.node_gpus(config())  # type: ignore[arg-type]
