@@ -121,7 +121,7 @@ def test_scatter_nested_containers_keep_their_types_per_replica():
 def test_scatter_shares_non_tensors_by_identity():
     shared = {"config", "flags"}  # sets are not walked
     label = object()
-    box = Box(rows(4))  # dataclasses are not split (DESIGN: not walked by torch either)
+    box = Box(rows(4))  # dataclasses are not split (torch does not walk them either)
     parts = scatter((rows(4), shared, label, box, None), devices(2))
     assert len(parts) == 2
     for part in parts:
@@ -148,8 +148,8 @@ def test_scatter_of_only_non_tensors_gives_one_entry_per_device():
 
 
 def test_scatter_truncates_to_the_smallest_batch():
-    # Silently, as in torch (DESIGN: "Two tensors with different batch sizes are
-    # silently truncated to the shorter").
+    # Silently, as in torch: two tensors with different batch sizes are cut to the shorter
+    # (docs/design.md).
     big, small = rows(8), rows(2) + 1000
     parts = scatter((big, small), devices(4))
     assert len(parts) == 2
