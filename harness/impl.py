@@ -43,14 +43,27 @@ def load_callable(spec: str, option: str) -> Callable:
 
     ``option`` (e.g. ``--dp-impl``) prefixes error messages so the user sees what to fix.
     """
+    target = import_attribute(spec, option, "reference, torch or MODULE:ATTR")
+    if not callable(target):
+        _, _, attr_path = spec.partition(":")
+        raise ImplSpecError(
+            f"{option} {spec!r}: {attr_path!r} is a {type(target).__name__}, not a callable"
+        )
+    return target
+
+
+def import_attribute(spec: str, option: str, expected: str = "MODULE:ATTR") -> object:
+    """Import ``MODULE:ATTR`` (ATTR may be dotted) and return what it names; ``ImplSpecError``
+    (one line, prefixed by ``option``) when it cannot."""
     module_name, colon, attr_path = spec.partition(":")
     if not colon or not module_name or not attr_path:
-        raise ImplSpecError(f"{option} {spec!r}: expected reference, torch or MODULE:ATTR")
+        raise ImplSpecError(f"{option} {spec!r}: expected {expected}")
     try:
         target = importlib.import_module(module_name)
     except Exception as err:  # a user's module may fail in any way; report it in one line
         raise ImplSpecError(
-            f"{option} {spec!r}: importing {module_name!r} failed: {type(err).__name__}: {err}"
+            f"{option} {spec!r}: importing {module_name!r} failed: {type(err).__name__}: "
+            + " ".join(str(err).split())
         ) from err
     for attr in attr_path.split("."):
         try:
@@ -59,10 +72,6 @@ def load_callable(spec: str, option: str) -> Callable:
             raise ImplSpecError(
                 f"{option} {spec!r}: {module_name!r} has no attribute {attr_path!r}"
             ) from None
-    if not callable(target):
-        raise ImplSpecError(
-            f"{option} {spec!r}: {attr_path!r} is a {type(target).__name__}, not a callable"
-        )
     return target
 
 

@@ -180,14 +180,32 @@ def _sum_of_squares(output: Any) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class ModelSpec:
+    """A model the suites can run: how to build it, its inputs, and its loss.
+
+    - ``name``: for test ids and reports;
+    - ``build()``: a fresh ``nn.Module`` on the CPU; called under a fixed seed, so two builds
+      have the same parameters;
+    - ``inputs(batch, dtype, generator)``: ``(args, kwargs)`` for ``batch`` rows, drawn from
+      ``generator``; floating-point tensors in ``dtype``, integer ones (token ids) as they are;
+      every tensor's dimension 0 is the batch;
+    - ``loss(outputs)``: a scalar that is a mean over the batch's rows (so equal shards
+      average to the full batch's), touching every output that takes part in training.
+
+    The flags say what the claims must allow for; None (the default) means found from the
+    built model (``harness.model_specs.traits``):
+
+    - ``batch_dependent``: outputs depend on the whole batch (BatchNorm in training mode
+      normalises each chunk by its own statistics);
+    - ``sparse_grads``: some parameter gets sparse gradients (``nn.Embedding(sparse=True)``);
+    - ``recurrent``: the model holds RNN layers (the RNN caveats apply).
+    """
+
     name: str
     build: Callable[[], nn.Module]
     inputs: Callable[[int, torch.dtype, torch.Generator], tuple[tuple, dict]]
-    # BatchNorm in training mode normalises each chunk by its own statistics,
-    # so its outputs legitimately differ from the full batch's.
-    batch_dependent: bool = False
-    sparse_grads: bool = False
-    recurrent: bool = False
+    batch_dependent: bool | None = None
+    sparse_grads: bool | None = None
+    recurrent: bool | None = None
     loss: Callable[[Any], torch.Tensor] = field(default=_sum_of_squares)
 
     def make(self, dtype: torch.dtype, device: torch.device, seed: int = 0) -> nn.Module:

@@ -20,7 +20,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from harness.model_checks import dropout_off, gather_problem
+from harness.model_specs import traits
 from harness.models import ModelSpec
+from harness.probes.expect import chunk_bounds, expected_split, tensors_in
 from harness.tolerances import assert_close
 
 Batch = tuple[tuple, dict]
@@ -213,18 +216,57 @@ def assert_runs_close(
 
 
 def per_chunk(module: nn.Module, chunks: int, dim: int = 0) -> Callable[..., Any]:
-    """``module`` applied to each ``torch.chunk`` of its one tensor input, outputs concatenated.
+    """``module`` applied to each ``torch.chunk`` of its inputs, outputs concatenated.
 
-    The single-device equivalent of data parallelism for a batch-dependent
-    module (BatchNorm in training mode normalises each replica's chunk by that
-    chunk's own statistics). Outputs and gradients match data parallelism;
-    running statistics do not, because every chunk here updates them.
+    The single-device equivalent of data parallelism for a batch-dependent module (BatchNorm
+    in training mode normalises each replica's chunk by that chunk's own statistics): every
+    tensor argument is cut into the chunks ``torch.chunk`` gives, each chunk's call is made in
+    turn, and the outputs are joined along ``dim``. Outputs and gradients match data
+    parallelism; running statistics do not, because every chunk here updates them.
     """
 
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([module(part) for part in x.chunk(chunks, dim)], dim)
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        first = next(t for t in tensors_in((args, kwargs)))
+        outputs = [
+            module(
+                *expected_split(args, start, length, dim),
+                **expected_split(kwargs, start, length, dim),
+            )
+            for start, length in chunk_bounds(first.size(dim), chunks)
+        ]
+        return concatenate(outputs, dim)
 
     return forward
+
+
+def concatenate(outputs: Sequence[Any], dim: int = 0) -> Any:
+    """Per-chunk outputs joined as one: tensors concatenated along ``dim``, containers kept."""
+    first = outputs[0]
+    if isinstance(first, torch.Tensor):
+        return torch.cat(list(outputs), dim)
+    if isinstance(first, dict):
+        return type(first)((k, concatenate([o[k] for o in outputs], dim)) for k in first)
+    if isinstance(first, tuple) and hasattr(first, "_fields"):
+        return type(first)(*(concatenate(parts, dim) for parts in zip(*outputs, strict=True)))
+    if isinstance(first, (list, tuple)):
+        return type(first)(concatenate(parts, dim) for parts in zip(*outputs, strict=True))
+    return first
+
+
+def comparable(spec: ModelSpec, dtype: torch.dtype, device: torch.device, seed: int = 0):
+    """The spec's model as the equivalence claims compare it: built from ``seed``, with its
+    dropout layers at probability 0 (two runs cannot draw the same random masks, so a model
+    with dropout is compared as the same model without it; ``traits(spec).dropout`` names the
+    layers, and the verdict says so)."""
+    model = spec.make(dtype, device, seed)
+    dropout_off(model)
+    return model
+
+
+def assert_gatherable(output: Any) -> None:
+    """Fail, naming the output and the remedy, when data parallelism cannot gather it."""
+    problem = gather_problem(output)
+    assert problem is None, problem
 
 
 def compare_runs(
@@ -238,24 +280,23 @@ def compare_runs(
     optimizer: OptimizerRecipe | None = None,
     train: bool = True,
 ) -> tuple[list[StepRecord], list[StepRecord]]:
-    """``(data-parallel run, single-device run)`` of one zoo model.
+    """``(data-parallel run, single-device run)`` of one model.
 
-    Two copies built from the same seed, one wrapped by ``wrap`` (the
-    implementation under test), take the same ``steps`` batches of
-    ``uneven_batch(replicas)`` rows. In training mode a batch-dependent model
-    (BatchNorm) runs on the single device chunk by chunk (``per_chunk``), the
-    computation data parallelism performs; in eval mode it runs on the whole
-    batch like every other model.
+    Two copies built from the same seed (``comparable``), one wrapped by ``wrap`` (the
+    implementation under test), take the same ``steps`` batches of ``uneven_batch(replicas)``
+    rows. In training mode a batch-dependent model (BatchNorm) runs on the single device chunk
+    by chunk (``per_chunk``), the computation data parallelism performs; in eval mode it runs on
+    the whole batch like every other model. The single-device run goes first: an output data
+    parallelism cannot gather fails there, naming it and the remedy.
     """
-    single = spec.make(dtype, device).train(train)
-    inner = spec.make(dtype, device).train(train)
-    wrapped = wrap(inner)
+    single = comparable(spec, dtype, device).train(train)
+    inner = comparable(spec, dtype, device).train(train)
     batches = [
         spec.make_inputs(uneven_batch(replicas), dtype, device, seed=1 + step)
         for step in range(steps)
     ]
-    reference = per_chunk(single, replicas) if spec.batch_dependent and train else single
-    return (
-        run_steps(wrapped, inner, batches, spec.loss, optimizer),
-        run_steps(reference, single, batches, spec.loss, optimizer),
-    )
+    batch_dependent = traits(spec).batch_dependent
+    reference = per_chunk(single, replicas) if batch_dependent and train else single
+    single_run = run_steps(reference, single, batches, spec.loss, optimizer)
+    assert_gatherable(single_run[0].output)
+    return run_steps(wrap(inner), inner, batches, spec.loss, optimizer), single_run

@@ -86,7 +86,7 @@ RNN_SKIP = (
 DDP_CHECKS = (
     "suites.ddp.test_collectives::test_all_reduce_combines_every_ranks_values[SUM-float32-length=1]",
     "suites.ddp.test_collectives::test_broadcast_from_every_rank_delivers_that_ranks_values[float32-length=1]",
-    "suites.ddp.test_sync::test_averaged_gradients_equal_single_process_full_batch_gradients[mlp-float32]",
+    "suites.ddp.test_sync::test_averaged_gradients_equal_single_process_full_batch_gradients[float32-mlp]",
 )
 
 

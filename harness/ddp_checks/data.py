@@ -72,6 +72,33 @@ def mean_loss(output: Any) -> torch.Tensor:
     return sum(mean_loss(v) for v in values)
 
 
+def shard_loss(spec: ModelSpec):
+    """The loss the DDP claims train ``spec`` with: its own (a mean over rows, which the
+    ``ModelSpec`` contract asks for), or for the zoo's default ``mean_loss``, the same loss
+    kept in the output's dtype."""
+    from harness.models import ModelSpec as Spec
+
+    default = Spec.__dataclass_fields__["loss"].default
+    return mean_loss if spec.loss is default else spec.loss
+
+
+def shards_unlike_the_batch(spec: ModelSpec) -> str | None:
+    """Why the average of a model's shard gradients is not its full-batch gradient, so that the
+    claims comparing DDP with one process do not apply to it; None when they do."""
+    from harness.model_specs import traits
+
+    found = traits(spec)
+    if found.batch_dependent:
+        return (
+            f"not applicable: {spec.name} normalises by batch statistics (BatchNorm), which each "
+            "rank takes over its own shard; SyncBatchNorm makes them global (the BatchNorm "
+            "claims of suites/ddp/test_batchnorm.py)"
+        )
+    if found.sparse_grads:
+        return f"not applicable: {spec.name} has sparse gradients, which these claims leave out"
+    return None
+
+
 def random_rows(
     rows: int, width: int, dtype: torch.dtype, device: torch.device, seed: int
 ) -> torch.Tensor:

@@ -1,24 +1,17 @@
-"""``--memory-limit``, ``--memory-test-share`` and ``--memory-model``: the options of the
-memory suites.
+"""``--memory-limit`` and ``--memory-test-share``: the options of the memory suites (their
+models are ``--model``'s, ``harness.plugin.models``).
 
-All are validated at configure time; a bad value is one usage error line naming the option
+Both are validated at configure time; a bad value is one usage error line naming the option
 (exit code 4).
 """
 
 import pytest
 
 from harness import properties
-from harness.environment import prepare_environment
-from harness.impl import ImplSpecError, load_callable
 from harness.memory.sizes import SizeError, format_size, parse_size
-from harness.models import MEMORY_ZOO, ModelSpec
 
 memory_limit_key = pytest.StashKey[int | None]()
 memory_test_share_key = pytest.StashKey[float]()
-memory_models_key = pytest.StashKey[list[ModelSpec]]()
-
-# What a ``--memory-model`` object needs: what harness.memory.steps.TrainingStep calls.
-MODEL_ATTRIBUTES = ("name", "make", "make_inputs", "loss")
 
 # The pattern test's default share of each GPU's free memory: nearly all of it (a fault
 # anywhere should be found), leaving room for the test's chunk-sized temporaries. On HBM a
@@ -46,15 +39,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="share of each GPU's free memory the pattern memory test fills, above 0 and at "
         f"most {MAX_TEST_SHARE}. Default: {DEFAULT_TEST_SHARE}.",
     )
-    group.addoption(
-        "--memory-model",
-        action="append",
-        default=[],
-        metavar="MODULE:ATTR",
-        help="search the largest batch for this model instead of the realistic zoo "
-        "(harness.models.MEMORY_ZOO): a callable returning a harness.models.ModelSpec (or an "
-        "object with name, make, make_inputs and loss). Repeatable.",
-    )
 
 
 def parse_test_share(text: str) -> float:
@@ -71,41 +55,14 @@ def parse_test_share(text: str) -> float:
     return share
 
 
-def load_memory_model(text: str) -> ModelSpec:
-    """The model ``--memory-model MODULE:ATTR`` names; ``ValueError`` with a one-line message."""
-    if ":" not in text:
-        raise ValueError(f"--memory-model {text!r}: expected MODULE:ATTR")
-    try:
-        spec = load_callable(text, "--memory-model")()
-    except ImplSpecError:
-        raise
-    except Exception as err:  # the user's factory may fail in any way; report it in one line
-        raise ValueError(
-            f"--memory-model {text!r}: calling it failed: {type(err).__name__}: {err}"
-        ) from err
-    missing = [name for name in MODEL_ATTRIBUTES if not hasattr(spec, name)]
-    if missing:
-        raise ValueError(
-            f"--memory-model {text!r}: returned a {type(spec).__name__} without "
-            f"{', '.join(missing)}; return a harness.models.ModelSpec"
-        )
-    return spec
-
-
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
-    # A --memory-model factory is the user's code, and may touch CUDA on import: the process
-    # environment (CUDA_DEVICE_ORDER first) must be in place before it runs.
-    prepare_environment()
     limit = config.getoption("memory_limit")
     try:
         config.stash[memory_limit_key] = None if limit is None else parse_size(limit)
         config.stash[memory_test_share_key] = parse_test_share(
             str(config.getoption("memory_test_share"))
         )
-        config.stash[memory_models_key] = [
-            load_memory_model(text) for text in config.getoption("memory_model")
-        ]
     except SizeError as err:
         raise pytest.UsageError(f"--memory-limit {err}") from None
     except ValueError as err:
@@ -127,8 +84,3 @@ def memory_limit(pytestconfig: pytest.Config) -> int | None:
 def memory_test_share(pytestconfig: pytest.Config) -> float:
     """``--memory-test-share``: the share of free memory the pattern test fills."""
     return pytestconfig.stash[memory_test_share_key]
-
-
-def memory_models(config: pytest.Config) -> list[ModelSpec]:
-    """The models of the largest-batch search: ``--memory-model``'s, else the realistic zoo."""
-    return config.stash[memory_models_key] or list(MEMORY_ZOO.values())

@@ -17,7 +17,14 @@ Every test runs on every rank (SPMD) and holds for any world size of two or more
 import pytest
 import torch
 
-from harness.ddp_checks.data import global_batch, mean_loss, random_rows, shard_rows
+from harness.ddp_checks.data import (
+    global_batch,
+    mean_loss,
+    random_rows,
+    shard_loss,
+    shard_rows,
+    shards_unlike_the_batch,
+)
 from harness.ddp_checks.features import quiet_broadcast_buffers_deprecation
 from harness.ddp_checks.modules import StepBuffer, build, randomise_state
 from harness.ddp_checks.ranks import (
@@ -33,14 +40,15 @@ from harness.ddp_checks.training import (
     assert_parameters_match,
     sgd,
 )
+from harness.model_specs import model_spec
 from harness.models import ZOO
-from harness.training import run_steps
+from harness.training import comparable, run_steps
 
 STEPS = 3
 DTYPES = [pytest.param(torch.float64, id="float64"), pytest.param(torch.float32, id="float32")]
 # Models whose full-batch gradient is the average of equal shards' (not BatchNorm), with
 # tensor, keyword, recurrent and dict/namedtuple inputs and outputs.
-MODELS = ["mlp", "transformer", "gru", "nested_outputs"]
+ZOO_MODELS = ("mlp", "transformer", "gru", "nested_outputs")
 
 
 # ------------------------------------------------------------ initial synchronisation
@@ -63,24 +71,31 @@ def test_wrapping_gives_every_rank_rank0s_parameters_and_buffers(dist_env):
 # ------------------------------------------------------------ gradients and parameters
 
 
+def _spec(model: str):
+    spec = model_spec(model)
+    if reason := shards_unlike_the_batch(spec):
+        pytest.skip(reason)
+    return spec
+
+
 def _train(dist_env, model: str, dtype: torch.dtype):
     """(DDP run on this rank's shards, single-process run on the full batches)."""
-    spec = ZOO[model]
+    spec = _spec(model)
     world, rank, device = dist_env.world_size, dist_env.rank, dist_env.device
-    reference = spec.make(dtype, device)
-    local = spec.make(dtype, device)
+    reference = comparable(spec, dtype, device)
+    local = comparable(spec, dtype, device)
     ddp = dist_env.ddp(local)
     batches = [global_batch(spec, world, dtype, device, seed=1 + step) for step in range(STEPS)]
     shards = [shard_rows(batch, rank, world) for batch in batches]
-    sgd = SGD_MOMENTUM
-    return run_steps(ddp, local, shards, mean_loss, sgd), run_steps(
-        reference, reference, batches, mean_loss, sgd
+    sgd, loss = SGD_MOMENTUM, shard_loss(spec)
+    return run_steps(ddp, local, shards, loss, sgd), run_steps(
+        reference, reference, batches, loss, sgd
     )
 
 
 @pytest.mark.distributed(world_size=2)
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.zoo(*ZOO_MODELS)
 def test_averaged_gradients_equal_single_process_full_batch_gradients(dist_env, model, dtype):
     ddp_run, single_run = _train(dist_env, model, dtype)
     assert_gradients_match(
@@ -96,12 +111,12 @@ def test_averaged_gradients_equal_single_process_full_batch_gradients(dist_env, 
 
 
 @pytest.mark.distributed(world_size=2)
-@pytest.mark.parametrize("model", ["mlp", "transformer"])
+@pytest.mark.zoo("mlp", "transformer")
 def test_parameters_stay_identical_across_ranks_during_training(dist_env, model):
     """float32, where a different summation order would show; bitwise on the CPU."""
-    spec = ZOO[model]
+    spec = _spec(model)
     world, rank, device = dist_env.world_size, dist_env.rank, dist_env.device
-    local = spec.make(torch.float32, device)
+    local = comparable(spec, torch.float32, device)
     ddp = dist_env.ddp(local)
     optimizer = sgd(local)
     for step in range(STEPS):
@@ -109,7 +124,7 @@ def test_parameters_stay_identical_across_ranks_during_training(dist_env, model)
             global_batch(spec, world, torch.float32, device, step), rank, world
         )
         optimizer.zero_grad()
-        mean_loss(ddp(*args, **kwargs)).backward()
+        shard_loss(spec)(ddp(*args, **kwargs)).backward()
         optimizer.step()
         assert_same_on_every_rank(
             dict(local.named_parameters()),

@@ -20,9 +20,10 @@ from typing import NamedTuple
 import pytest
 import torch
 
-from harness.models import ZOO
+from harness.model_specs import model_spec, traits
 from harness.probes import Probe, chunk_bounds, labelled, tensors_in
 from harness.tolerances import assert_close
+from harness.training import assert_gatherable, comparable
 
 Pair = namedtuple("Pair", ["left", "right"])
 
@@ -38,24 +39,25 @@ def zoo_batch(devices) -> int:
 
 
 def single_and_parallel(spec, dtype, devices, data_parallel):
-    """The same model twice (same seed): plain on the primary device, and wrapped."""
-    single = spec.make(dtype, devices.primary)
-    parallel = spec.make(dtype, devices.primary)
-    if spec.batch_dependent:
+    """The same model twice (same seed, dropout off): plain on the primary device, and
+    wrapped; both in eval mode where the outputs depend on the batch (BatchNorm)."""
+    single = comparable(spec, dtype, devices.primary)
+    parallel = comparable(spec, dtype, devices.primary)
+    if traits(spec).batch_dependent:
         single.eval()
         parallel.eval()
     return single, parallel, data_parallel(parallel)
 
 
-@pytest.mark.parametrize("model", list(ZOO))
 def test_output_matches_the_single_device_module(data_parallel, devices, model, dtype):
-    spec = ZOO[model]
+    spec = model_spec(model)
     single, _, wrapped = single_and_parallel(spec, dtype, devices, data_parallel)
     args, kwargs = spec.make_inputs(zoo_batch(devices), dtype, devices.primary)
     with torch.no_grad():
         expected = single(*args, **kwargs)
+        assert_gatherable(expected)
         actual = wrapped(*args, **kwargs)
-    assert_close(actual, expected, device_kind=devices.kind, what=f"{model} output")
+    assert_close(actual, expected, device_kind=devices.kind, what=f"{spec.name} output")
 
 
 def nested_response(probe, args, kwargs):
@@ -160,11 +162,12 @@ def test_outputs_are_gathered_along_dim(data_parallel, devices, dim, replicas):
     assert_close(out.detach(), expected, device_kind=devices.kind, what=f"output, dim={dim}")
 
 
-@pytest.mark.parametrize("model", list(ZOO))
 def test_gathered_outputs_stay_connected_to_the_graph(data_parallel, devices, model, precise_dtype):
-    spec = ZOO[model]
+    spec = model_spec(model)
     single, parallel, wrapped = single_and_parallel(spec, precise_dtype, devices, data_parallel)
     args, kwargs = spec.make_inputs(zoo_batch(devices), precise_dtype, devices.primary)
+    with torch.no_grad():
+        assert_gatherable(comparable(spec, precise_dtype, devices.primary)(*args, **kwargs))
     out = wrapped(*args, **kwargs)
     for leaf in (t for t in tensors_in(out) if t.is_floating_point()):
         assert leaf.requires_grad, "output detached from the graph"

@@ -17,7 +17,7 @@ import pytest
 import torch
 from torch import nn
 
-from harness.models import ZOO
+from harness.model_specs import model_spec, traits
 from harness.probes import (
     Probe,
     chunk_bounds,
@@ -28,6 +28,7 @@ from harness.probes import (
     tensors_in,
 )
 from harness.tolerances import assert_close
+from harness.training import assert_gatherable, comparable
 
 # 1; below the device count (cpu:4); 5 on 4 devices uses 3 replicas (2, 2, 1); primes;
 # 13 and 31 leave a short last chunk.
@@ -37,8 +38,8 @@ BATCHNORM_ERROR = "Expected more than 1 value per channel when training"
 
 
 def build(spec, dtype, devices):
-    model = spec.make(dtype, devices.primary)
-    return model.eval() if spec.batch_dependent else model
+    model = comparable(spec, dtype, devices.primary)
+    return model.eval() if traits(spec).batch_dependent else model
 
 
 def float_inputs_requiring_grad(args, kwargs) -> list[torch.Tensor]:
@@ -46,12 +47,11 @@ def float_inputs_requiring_grad(args, kwargs) -> list[torch.Tensor]:
     return [t.requires_grad_() for t in tensors_in((args, kwargs)) if t.is_floating_point()]
 
 
-@pytest.mark.parametrize("model", list(ZOO))
 @pytest.mark.parametrize("batch", ODD_BATCHES, ids=lambda b: f"batch={b}")
 def test_odd_batch_gives_the_single_device_outputs_and_gradients(
     data_parallel, devices, precise_dtype, batch, model
 ):
-    spec = ZOO[model]
+    spec = model_spec(model)
     kind = devices.kind
     single, parallel = build(spec, precise_dtype, devices), build(spec, precise_dtype, devices)
     wrapped = data_parallel(parallel)
@@ -61,11 +61,13 @@ def test_odd_batch_gives_the_single_device_outputs_and_gradients(
         args, kwargs = spec.make_inputs(batch, precise_dtype, devices.primary)
         inputs = float_inputs_requiring_grad(args, kwargs)
         out = module(*args, **kwargs)
+        if module is single:
+            assert_gatherable(out)
         spec.loss(out).backward()
         results.append((out, inputs))
     (expected, expected_inputs), (actual, actual_inputs) = results
 
-    assert_close(actual, expected, device_kind=kind, what=f"{model} output, batch {batch}")
+    assert_close(actual, expected, device_kind=kind, what=f"{spec.name} output, batch {batch}")
     for i, (a, e) in enumerate(zip(actual_inputs, expected_inputs)):
         assert_close(a.grad, e.grad, device_kind=kind, what=f"gradient of input {i}")
     for (name, p), (_, q) in zip(parallel.named_parameters(), single.named_parameters()):
@@ -74,18 +76,26 @@ def test_odd_batch_gives_the_single_device_outputs_and_gradients(
             assert_close(p.grad, q.grad, device_kind=kind, what=f"gradient of {name}")
 
 
-@pytest.mark.parametrize("model", ["mlp", "nested_outputs", "sparse_embedding"])
+@pytest.mark.zoo("mlp", "nested_outputs", "sparse_embedding")
 def test_empty_batch_gives_the_modules_own_empty_output(
     data_parallel, devices, precise_dtype, model
 ):
-    spec = ZOO[model]
+    spec = model_spec(model)
     single, parallel = build(spec, precise_dtype, devices), build(spec, precise_dtype, devices)
     args, kwargs = spec.make_inputs(0, precise_dtype, devices.primary)
     with torch.no_grad():
-        expected = single(*args, **kwargs)
+        try:
+            expected = single(*args, **kwargs)
+        except Exception as error:  # the model's own limit, not data parallelism's
+            pytest.skip(
+                f"not applicable: {spec.name} itself fails on an empty batch "
+                f"({type(error).__name__}: {' '.join(str(error).split())[:200]})"
+            )
         actual = data_parallel(parallel)(*args, **kwargs)
     # assert_close checks shapes, so every leaf must be (0, ...) like the module's.
-    assert_close(actual, expected, device_kind=devices.kind, what=f"{model} output, empty batch")
+    assert_close(
+        actual, expected, device_kind=devices.kind, what=f"{spec.name} output, empty batch"
+    )
 
 
 def test_empty_batch_reaches_every_replica_as_an_empty_chunk(data_parallel, devices, replicas):

@@ -24,7 +24,8 @@ import torch
 from torch import nn
 
 from harness.devices import DeviceSet
-from harness.models import ZOO, ModelSpec
+from harness.model_specs import model_spec
+from harness.models import ZOO
 from harness.plugin.options import chosen_devices
 from harness.probes import (
     AttributeWrites,
@@ -50,7 +51,6 @@ from harness.training import (
 
 STEPS = 3
 
-MODELS = [pytest.param(spec, id=spec.name) for spec in ZOO.values()]
 OPTIMIZER_PARAMS = [pytest.param(recipe, id=recipe.name) for recipe in OPTIMIZERS.values()]
 
 
@@ -71,12 +71,11 @@ Wrap = Callable[..., nn.Module]
 # ------------------------------------------------------------ the model zoo
 
 
-@pytest.mark.parametrize("spec", MODELS)
 def test_outputs_and_gradients_equal_single_device(
-    spec: ModelSpec, train_dtype: torch.dtype, devices: DeviceSet, data_parallel: Wrap
+    model: str, train_dtype: torch.dtype, devices: DeviceSet, data_parallel: Wrap
 ) -> None:
     dp_run, single_run = compare_runs(
-        spec,
+        model_spec(model),
         dtype=train_dtype,
         device=devices.primary,
         wrap=data_parallel,
@@ -87,9 +86,8 @@ def test_outputs_and_gradients_equal_single_device(
 
 
 @pytest.mark.parametrize("optimizer", OPTIMIZER_PARAMS)
-@pytest.mark.parametrize("spec", MODELS)
 def test_parameters_equal_single_device_after_optimizer_steps(
-    spec: ModelSpec,
+    model: str,
     optimizer: OptimizerRecipe,
     train_dtype: torch.dtype,
     devices: DeviceSet,
@@ -97,7 +95,7 @@ def test_parameters_equal_single_device_after_optimizer_steps(
 ) -> None:
     """SGD with momentum, and Adam (SparseAdam for sparse embeddings), STEPS steps."""
     dp_run, single_run = compare_runs(
-        spec,
+        model_spec(model),
         dtype=train_dtype,
         device=devices.primary,
         wrap=data_parallel,

@@ -6,8 +6,8 @@ the GPU's identity (``harness.gpus.Gpu``), which names it in every message and o
 figures the test records (``gpu=gpu``). ``gpu_memory`` is its memory
 (``harness.memory.device.CudaMemory``), and ``capped_gpu`` the GPU where its allocator can be
 capped. ``cuda_devices`` is ``--devices`` for claims over all of them, skipping likewise.
-``memory_spec`` is parametrised with the models of the largest-batch search
-(``--memory-model``, else ``MEMORY_ZOO``).
+The models come from ``harness.plugin.models``: ``model`` (``--model``, else the zoo) and, for
+the largest-batch search, ``memory_model`` (``--model``, else the realistic ``MEMORY_ZOO``).
 """
 
 import pytest
@@ -16,7 +16,6 @@ from harness.devices import DeviceSet
 from harness.gpus import Gpu
 from harness.memory.device import CudaMemory, cap_unsupported
 from harness.perf.gpus import distinct_gpus
-from harness.plugin.memory import memory_models
 from harness.plugin.node import node_gpus
 from harness.plugin.options import chosen_devices
 from harness.plugin.rank_tests import pools_key
@@ -36,9 +35,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize(
             "gpu", found or [None], ids=ids or ["no-gpu"], scope="session", indirect=True
         )
-    if "memory_spec" in metafunc.fixturenames:
-        specs = memory_models(metafunc.config)
-        metafunc.parametrize("memory_spec", specs, ids=[spec.name for spec in specs])
 
 
 @pytest.fixture(autouse=True)

@@ -6,7 +6,7 @@ The realistic zoo (``harness.models.MEMORY_ZOO``) holds the data-parallel zoo's 
 sizes: a transformer's MLP block over 128 tokens, VGG's first convolution with BatchNorm over
 224x224 images, 2-layer LSTM and bidirectional GRU (hidden 1024) over 256 steps, a BERT-large
 encoder layer over 512 tokens, a 50k x 1024 sparse embedding over 2048 tokens, a dict-output
-model over 128 tokens. ``--memory-model MODULE:ATTR`` replaces it with the user's models.
+model over 128 tokens. ``--model MODULE:ATTR`` replaces it with the user's models.
 
 ``--memory-limit SIZE`` emulates a card of SIZE by capping torch's allocator there
 (``set_per_process_memory_fraction``). Without it the search is the quick one: a 4 GiB card
@@ -27,13 +27,13 @@ from harness.memory.device import CudaMemory, memory_cap, search_cap
 from harness.memory.search import BATCH_CEILING, largest_batch, oom_trial
 from harness.memory.sizes import MIB, format_size
 from harness.memory.steps import TrainingStep
-from harness.models import ModelSpec
+from harness.model_specs import memory_spec
 
 
 def test_largest_batch_runs_a_training_step(
     capped_gpu: Gpu,
     gpu_memory: CudaMemory,
-    memory_spec: ModelSpec,
+    memory_model: str,
     memory_limit: int | None,
     figures,
 ) -> None:
@@ -41,10 +41,11 @@ def test_largest_batch_runs_a_training_step(
         cap = search_cap(gpu_memory, memory_limit)
     except ValueError as err:
         pytest.skip(f"{capped_gpu.label}: {err}")
-    step = TrainingStep(memory_spec, capped_gpu.device, gpu_memory)
+    spec = memory_spec(memory_model)
+    step = TrainingStep(spec, capped_gpu.device, gpu_memory)
     with memory_cap(gpu_memory, cap):
         result = largest_batch(oom_trial(step, gpu_memory), ceiling=BATCH_CEILING)
-    where = f"{capped_gpu.label}: model {memory_spec.name} under a cap of {format_size(cap)}"
+    where = f"{capped_gpu.label}: model {spec.name} under a cap of {format_size(cap)}"
     figures.record("memory_cap", cap / MIB, "MiB", gpu=capped_gpu)
     figures.record("largest_batch", result.batch, "samples", gpu=capped_gpu)
     figures.record("largest_batch.trials", len(result.trials), "", gpu=capped_gpu)

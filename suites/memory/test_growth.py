@@ -14,26 +14,24 @@ from harness.impl import DPImpl
 from harness.memory.device import CudaMemory
 from harness.memory.growth import measure_growth
 from harness.memory.steps import TrainingStep
-from harness.models import ZOO, ModelSpec
+from harness.model_specs import model_spec
 from harness.perf.gpus import distinct_gpus
-
-MODELS = [pytest.param(spec, id=spec.name) for spec in ZOO.values()]
 
 BATCH = 64
 WARMUP = 3
 ITERATIONS = 10
 
 
-@pytest.mark.parametrize("spec", MODELS)
 @pytest.mark.parametrize("wrapped", [False, True], ids=["module", "data_parallel"])
 def test_no_memory_growth_across_iterations(
     cuda_devices: DeviceSet,
-    spec: ModelSpec,
+    model: str,
     wrapped: bool,
     data_parallel,
     dp_impl: DPImpl,
     figures,
 ) -> None:
+    spec = model_spec(model)
     memories = [CudaMemory(device.index) for device in distinct_gpus(cuda_devices)]
     step = TrainingStep(
         spec, cuda_devices.primary, memories[0], wrap=data_parallel if wrapped else None

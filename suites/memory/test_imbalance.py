@@ -19,18 +19,16 @@ from harness.memory.device import CudaMemory
 from harness.memory.imbalance import DevicePeak, imbalance, step_peaks, tensor_bytes
 from harness.memory.sizes import MIB
 from harness.memory.steps import TrainingStep
-from harness.models import ZOO, ModelSpec
+from harness.model_specs import model_spec
 from harness.plugin.node_report import devices_under_test
-
-MODELS = [pytest.param(spec, id=spec.name) for spec in ZOO.values()]
 
 ROWS_PER_DEVICE = 4096
 
 
-@pytest.mark.parametrize("spec", MODELS)
 def test_every_gpu_holds_its_share_of_a_data_parallel_step(
-    cuda_devices: DeviceSet, spec: ModelSpec, data_parallel, figures, pytestconfig
+    cuda_devices: DeviceSet, model: str, data_parallel, figures, pytestconfig
 ) -> None:
+    spec = model_spec(model)
     labelled = devices_under_test(pytestconfig)
     gpus = [gpu.device.index for gpu in labelled]
     if len(gpus) < 2 or len(gpus) != cuda_devices.count:

@@ -1,7 +1,8 @@
-"""``--memory-limit``, ``--memory-test-share`` and ``--memory-model`` end to end, and the memory
+"""``--memory-limit``, ``--memory-test-share`` and ``--model`` end to end, and the memory
 suites on CPU devices: bad values are one usage error, every CUDA-only claim skips naming why,
-``--memory-model`` replaces the zoo of the largest-batch search, and under ``--acceptance`` a
-profile requiring the memory checks fails their skips.
+``--model`` replaces the zoo of the largest-batch search (``--memory-model``, its old name, too,
+with a deprecation warning), and under ``--acceptance`` a profile requiring the memory checks
+fails their skips.
 
 All runs start together once per module (each imports torch); the tests read their results.
 """
@@ -36,18 +37,20 @@ checks = {MEMORY_CHECKS!r}
 
 SUITE = str(REPO / "suites" / "memory")
 
-USER_MODEL = "tests.unit.test_memory_options:my_model"
+USER_MODEL = "tests.unit.test_model_option:my_model"
 
 RUNS = {
     "cpu": [
         *(SUITE, "--devices", "cpu:4", "--memory-limit", "24GiB", "--memory-test-share", "0.5"),
-        *("--memory-model", USER_MODEL),
+        *("--model", USER_MODEL),
     ],
+    "old option name": [SUITE, "--devices", "cpu:2", "--memory-model", USER_MODEL],
     "acceptance": [SUITE, "--devices", "cpu:2", "--profile", "PROFILE", "--acceptance"],
 }
 
 # One run per option; every form of each is covered by tests/unit/test_memory_sizes.py.
 BAD_RUNS = {
+    "not a model": (["--model", "resnet"], "--model 'resnet': expected MODULE:ATTR"),
     "limit without unit": (["--memory-limit", "24"], "--memory-limit '24' is not a size"),
     "share too large": (
         ["--memory-test-share", "1.5"],
@@ -92,9 +95,23 @@ def test_on_cpu_every_memory_claim_skips_naming_why(runs, workdir):
         assert message.startswith("needs a CUDA GPU: torch.cuda's memory accounting"), test
         assert message.endswith("--devices is cpu:4"), test
     assert junit_suite_properties(workdir / "cpu.xml")["memory_limit"] == "24 GiB"
-    # --memory-model replaces the realistic zoo in the largest-batch search.
+    # --model replaces the realistic zoo in the largest-batch search, and the zoo elsewhere.
     searches = [test for test in result if test.startswith("test_largest_batch")]
     assert searches == ["test_largest_batch_runs_a_training_step[no-gpu-my_model]"], searches
+    growth = [test for test in result if test.startswith("test_no_memory_growth")]
+    assert growth == [
+        "test_no_memory_growth_across_iterations[module-my_model]",
+        "test_no_memory_growth_across_iterations[data_parallel-my_model]",
+    ], growth
+
+
+def test_the_old_option_name_still_works_with_a_warning(runs, workdir):
+    done = runs["old option name"].result()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "PytestDeprecationWarning: --memory-model is now --model" in done.stdout
+    assert "test_largest_batch_runs_a_training_step[no-gpu-my_model] SKIPPED" not in done.stdout
+    result = junit_outcomes(workdir / "old option name.xml")
+    assert "test_largest_batch_runs_a_training_step[no-gpu-my_model]" in result
 
 
 def test_acceptance_fails_the_skips_of_required_memory_checks(runs, workdir):

@@ -38,9 +38,9 @@ IDENTICAL = f"{SYNC}::test_parameters_stay_identical_across_ranks_during_trainin
 # mutant name -> suite node ids; at least one of them must fail against the mutant.
 MUTANTS: dict[str, list[str]] = {
     # gradient averaging
-    "summed_gradients": [f"{GRADIENTS}[mlp-float64]"],
-    "divided_twice": [f"{GRADIENTS}[mlp-float64]"],
-    "one_bucket_never_reduced": [f"{GRADIENTS}[mlp-float64]"],
+    "summed_gradients": [f"{GRADIENTS}[float64-mlp]"],
+    "divided_twice": [f"{GRADIENTS}[float64-mlp]"],
+    "one_bucket_never_reduced": [f"{GRADIENTS}[float64-mlp]"],
     "only_rank0_reduces": [f"{IDENTICAL}[mlp]"],
     # module state
     "no_initial_broadcast": [
