@@ -266,7 +266,8 @@ def comparable(spec: ModelSpec, dtype: torch.dtype, device: torch.device, seed: 
 def assert_gatherable(output: Any) -> None:
     """Fail, naming the output and the remedy, when data parallelism cannot gather it."""
     problem = gather_problem(output)
-    assert problem is None, problem
+    if problem is not None:
+        raise AssertionError(problem)
 
 
 def compare_runs(
