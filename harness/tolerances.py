@@ -81,6 +81,18 @@ def assert_close(actual: Any, expected: Any, *, device_kind: str, what: str) -> 
         raise AssertionError(f"{what}: {actual!r} != {expected!r}")
 
 
+def difference(got: torch.Tensor, ref: torch.Tensor) -> str:
+    """How two tensors meant to be bitwise equal differ, in a few words."""
+    if got.shape != ref.shape:
+        return f"shape {tuple(got.shape)} vs {tuple(ref.shape)}"
+    got, ref = _dense(got), _dense(ref)
+    if not (got.dtype.is_floating_point or got.dtype.is_complex):
+        mismatched = (got != ref).sum().item()
+        return f"{mismatched} of {ref.numel()} elements differ"
+    diff = (got.double() - ref.double()).abs().max().item()
+    return f"largest absolute difference {diff:.3g}"
+
+
 def _assert_tensor_close(
     actual: torch.Tensor, expected: torch.Tensor, *, device_kind: str, what: str
 ) -> None:

@@ -155,9 +155,21 @@ def run_steps(
     ``forward`` is the module itself or a wrapper around it; ``module`` is the
     unwrapped module, whose parameters are optimised and recorded by their
     names in it (so a wrapper's ``module.`` prefix does not matter).
-    Gradients are cleared before every step.
+    Gradients are cleared before every step; the optimizers are built from ``optimizer``.
     """
     optimizers = optimizer.build(module) if optimizer is not None else []
+    return train_steps(forward, module, batches, loss, optimizers)
+
+
+def train_steps(
+    forward: Callable[..., Any],
+    module: nn.Module,
+    batches: Sequence[Batch],
+    loss: LossFn,
+    optimizers: Sequence[Any],
+) -> list[StepRecord]:
+    """``run_steps`` with optimizers already built, so that a run can go on where another left
+    off (after a checkpoint)."""
     records = []
     for args, kwargs in batches:
         module.zero_grad(set_to_none=True)
@@ -270,6 +282,17 @@ def assert_gatherable(output: Any) -> None:
         raise AssertionError(problem)
 
 
+def single_device_forward(
+    spec: ModelSpec, module: nn.Module, replicas: int, train: bool = True
+) -> Callable[..., Any]:
+    """What data parallelism over ``replicas`` computes, on one device: the module itself, or
+    for a batch-dependent model in training mode (BatchNorm) the module chunk by chunk
+    (``per_chunk``)."""
+    if train and traits(spec).batch_dependent:
+        return per_chunk(module, replicas)
+    return module
+
+
 def compare_runs(
     spec: ModelSpec,
     *,
@@ -296,8 +319,7 @@ def compare_runs(
         spec.make_inputs(uneven_batch(replicas), dtype, device, seed=1 + step)
         for step in range(steps)
     ]
-    batch_dependent = traits(spec).batch_dependent
-    reference = per_chunk(single, replicas) if batch_dependent and train else single
+    reference = single_device_forward(spec, single, replicas, train)
     single_run = run_steps(reference, single, batches, spec.loss, optimizer)
     assert_gatherable(single_run[0].output)
     return run_steps(wrap(inner), inner, batches, spec.loss, optimizer), single_run

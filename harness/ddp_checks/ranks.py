@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from harness.tolerances import assert_close
+from harness.tolerances import assert_close, difference
 
 
 def gather_from_ranks(tensor: torch.Tensor) -> list[torch.Tensor]:
@@ -59,7 +59,7 @@ def assert_same_on_every_rank(
             label = f"{what}: {name} on rank {rank} vs rank 0"
             if exact:
                 if not torch.equal(got, ref):
-                    raise AssertionError(f"{label}: not bitwise equal ({_difference(got, ref)})")
+                    raise AssertionError(f"{label}: not bitwise equal ({difference(got, ref)})")
             else:
                 assert_close(got, ref, device_kind=device_kind, what=label)
 
@@ -87,13 +87,3 @@ def assert_every_rank_holds_rank0s(
             assert torch.equal(got, before[name][0]), (
                 f"{name} on rank {rank} is not rank 0's value from before{own}"
             )
-
-
-def _difference(got: torch.Tensor, ref: torch.Tensor) -> str:
-    if got.shape != ref.shape:
-        return f"shape {tuple(got.shape)} vs {tuple(ref.shape)}"
-    if not (got.dtype.is_floating_point or got.dtype.is_complex):
-        mismatched = (got != ref).sum().item()
-        return f"{mismatched} of {ref.numel()} elements differ"
-    diff = (got.double() - ref.double()).abs().max().item()
-    return f"largest absolute difference {diff:.3g}"

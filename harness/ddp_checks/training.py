@@ -27,6 +27,8 @@ class PlainSGD:
 
     def __init__(self, params, lr: float = 0.1, momentum: float = 0.9) -> None:
         self.params = list(params)
+        # What torch.amp.GradScaler reads to unscale the gradients this optimizer steps on.
+        self.param_groups = [{"params": self.params}]
         self.lr = lr
         self.momentum = momentum
         self._buffers: dict[int, torch.Tensor] = {}

@@ -4,9 +4,16 @@ Replicas are shallow copies made by ``Module._replicate_for_data_parallel``
 (modules such as RNNs override it to keep their caches consistent), with
 parameters and buffers swapped for per-device tensors:
 
-- the first replica uses the original parameters (no copy, and sparse
-  gradients pass untouched); the others get differentiable copies, so
-  autograd sums every replica's gradient into the original parameter;
+- under grad mode, every replica's parameters come from one autograd node per
+  parameter (``Broadcast``): the first replica gets views of the originals (no
+  copy), the others copies with their own storage; its backward sums the
+  replicas' gradients in replica order (sparse ones stay sparse) into the
+  original's one gradient, as ``torch.nn.DataParallel``'s Broadcast and
+  ReduceAddCoalesced do. Left to autograd, the sum would follow the order the
+  engine ran the replicas' backward in, which depends on the threads' history:
+  the same run twice would differ in the last bit;
+- without grad mode, every replica gets detached tensors: the first the
+  originals' storage, the others copies;
 - buffers of the first replica are the original tensors, so in-place updates
   (BatchNorm running statistics) made there survive; the other replicas get
   detached copies whose updates are discarded with the replica.
@@ -26,6 +33,41 @@ def copy_to(tensor: torch.Tensor, device: torch.device, *, detach: bool) -> torc
     if source.device == device:
         return source.clone()
     return source.to(device, non_blocking=True)
+
+
+class Broadcast(torch.autograd.Function):
+    """A tensor's replicas, one per device; the backward sums their gradients in replica order."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor, *devices: torch.device) -> tuple[torch.Tensor, ...]:
+        ctx.source = tensor.device
+        return tuple(
+            tensor.view_as(tensor)
+            if j == 0 and device == tensor.device
+            else copy_to(tensor, device, detach=True)
+            for j, device in enumerate(devices)
+        )
+
+    @staticmethod
+    def backward(ctx, *grads: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
+        total = None
+        for grad in grads:
+            if grad is not None:
+                grad = grad.to(ctx.source)
+                total = grad if total is None else total + grad
+        return (total, *(None for _ in grads))
+
+
+def broadcast_tensors(
+    tensors: Sequence[torch.Tensor], devices: Sequence[torch.device]
+) -> list[dict[int, torch.Tensor]]:
+    """``copies[j][id(t)]`` is tensor ``t`` for replica ``j``, all of them from one
+    ``Broadcast`` node per tensor."""
+    copies: list[dict[int, torch.Tensor]] = [{} for _ in devices]
+    for tensor in tensors:
+        for row, replica in zip(copies, Broadcast.apply(tensor, *devices), strict=True):
+            row[id(tensor)] = replica
+    return copies
 
 
 def replicate_tensors(
@@ -54,9 +96,11 @@ def replicate(network: nn.Module, devices: Sequence[DeviceLike], detach: bool = 
     if not devices:
         return []
 
-    param_copies = replicate_tensors(
-        list(network.parameters()), devices, detach=detach, share_first=False
-    )
+    params = list(network.parameters())
+    if detach:
+        param_copies = replicate_tensors(params, devices, detach=True, share_first=False)
+    else:
+        param_copies = broadcast_tensors(params, devices)
     buffers = list(network.buffers())
     # A buffer that requires grad is differentiable like a parameter.
     grad_buffers = [b for b in buffers if b.requires_grad and not detach]
@@ -64,7 +108,7 @@ def replicate(network: nn.Module, devices: Sequence[DeviceLike], detach: bool = 
     buffer_copies = [
         grad | plain
         for grad, plain in zip(
-            replicate_tensors(grad_buffers, devices, detach=False, share_first=False),
+            broadcast_tensors(grad_buffers, devices),
             replicate_tensors(plain_buffers, devices, detach=True, share_first=True),
         )
     ]

@@ -2,6 +2,7 @@
 
 import copy
 import functools
+import threading
 
 import pytest
 import torch
@@ -81,12 +82,61 @@ def test_replicas_compute_what_the_original_computes():
         assert torch.equal(replica(x), expected)
 
 
-def test_first_replica_uses_the_original_parameters():
+def test_first_replica_views_the_original_parameters_without_copying():
     net = small_net()
     first = replicate(net, devices(2))[0]
-    assert first[0].weight is net[0].weight
-    assert first[2][0].bias is net[2][0].bias
-    assert [p is q for p, q in zip(first.parameters(), net.parameters(), strict=True)] == [True] * 6
+    for name, original in net.named_parameters():
+        viewed = attribute(first, name)
+        assert viewed.data_ptr() == original.data_ptr(), name
+        # Differentiable, through the one node that sums every replica's gradient.
+        assert viewed.grad_fn is not None, name
+    with torch.no_grad():
+        net[0].weight.add_(1.0)
+    assert torch.equal(first[0].weight, net[0].weight)
+
+
+def test_without_grad_the_first_replica_holds_the_original_storage():
+    net = small_net()
+    with torch.no_grad():
+        first = replicate(net, devices(2), detach=True)[0]
+    assert first[0].weight.data_ptr() == net[0].weight.data_ptr()
+
+
+def _forward_in_thread(replica: nn.Module, x: torch.Tensor, earlier_nodes: int) -> torch.Tensor:
+    """``replica(x)`` in a fresh thread that first builds ``earlier_nodes`` autograd nodes.
+
+    Autograd numbers nodes per thread, and its engine runs later-numbered nodes first: a
+    replica thread's history decides when its backward runs, as replica threads that live
+    across forwards have different histories.
+    """
+    result = {}
+
+    def run() -> None:
+        t = torch.zeros(1, requires_grad=True)
+        for _ in range(earlier_nodes):
+            t = t * 1.0
+        result["out"] = replica(x).sum()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    return result["out"]
+
+
+def test_replica_gradients_are_summed_in_replica_order_whatever_ran_first():
+    """One node per parameter sums the replicas' gradients: running the replicas' backward in
+    another order gives bitwise the same sum (left to autograd, the sum follows the order)."""
+    lin = nn.Linear(1, 1, bias=False).double()
+    xs = [torch.tensor([[v]], dtype=torch.float64) for v in (1e16, 1.0, -1e16, 1.0)]
+    grads = []
+    for histories in ([0, 10, 20, 30], [30, 20, 10, 0], [10, 30, 0, 20]):
+        lin.weight.grad = None
+        replicas = replicate(lin, devices(4))
+        outs = [_forward_in_thread(r, x, n) for r, x, n in zip(replicas, xs, histories)]
+        sum(outs).backward()
+        grads.append(lin.weight.grad.item())
+    # In replica order: ((1e16 + 1) - 1e16) + 1 = 1 (1e16 + 1 rounds to 1e16).
+    assert grads == [1.0, 1.0, 1.0]
 
 
 def test_other_replicas_have_copies_with_their_own_storage():
@@ -165,7 +215,7 @@ def test_buffer_that_requires_grad_passes_gradients_back():
     net = WithNones()
     net.offset.requires_grad_(True)
     replicas = replicate(net, devices(2))
-    assert replicas[0].offset is net.offset
+    assert replicas[0].offset.data_ptr() == net.offset.data_ptr()
     assert replicas[1].offset.grad_fn is not None
     x = torch.randn(3, 2)
     sum(r(x).sum() for r in replicas).backward()
