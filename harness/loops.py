@@ -8,8 +8,9 @@ read), so one loop serves the single-device reference, DataParallel and DDP.
 """
 
 import math
-from collections.abc import Callable, Container, Sequence
-from contextlib import AbstractContextManager, nullcontext
+import os
+from collections.abc import Callable, Container, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,6 +106,35 @@ def named_gradients(module: nn.Module) -> dict[str, torch.Tensor | None]:
         name: None if p.grad is None else p.grad.detach().clone()
         for name, p in module.named_parameters()
     }
+
+
+# cuBLAS is deterministic only with a fixed workspace, set before CUDA starts.
+CUBLAS_WORKSPACE = "CUBLAS_WORKSPACE_CONFIG"
+
+
+def determinism_unavailable(device_type: str) -> str | None:
+    """Why runs on this device kind cannot be held to bitwise equality, or None."""
+    if device_type == "cuda" and not os.environ.get(CUBLAS_WORKSPACE):
+        return (
+            f"bitwise determinism on CUDA needs {CUBLAS_WORKSPACE}=:4096:8 in the environment "
+            "before the run (cuBLAS picks its workspaces otherwise)"
+        )
+    return None
+
+
+@contextmanager
+def deterministic_algorithms(device_type: str) -> Iterator[None]:
+    """CPU kernels are deterministic as they are; on CUDA, torch's deterministic algorithms
+    (an operation without one raises, naming itself)."""
+    if device_type != "cuda":
+        yield
+        return
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous)
 
 
 def bitwise_problem(
@@ -235,6 +265,23 @@ def accumulate(
             value = loss(forward(*args, **kwargs))
             (value / count if divide else value).backward()
     return named_gradients(module)
+
+
+def in_precision_of(
+    loss: torch.Tensor, *named: dict[str, torch.Tensor | None]
+) -> tuple[dict[str, torch.Tensor | None], ...]:
+    """Named tensors cast to the dtype of ``loss`` where that is less precise than theirs.
+
+    A loss computed in float32 (as many are, for stability) rounds the gradients of a float64
+    model there: dividing it by N rounds differently from a mean over N times the rows.
+    """
+    return tuple(
+        {
+            k: v if v is None or v.dtype.itemsize <= loss.dtype.itemsize else v.to(loss.dtype)
+            for k, v in tensors.items()
+        }
+        for tensors in named
+    )
 
 
 def gradient_ratio(got: torch.Tensor, want: torch.Tensor) -> float:

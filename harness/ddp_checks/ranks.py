@@ -29,6 +29,14 @@ def gather_from_ranks(tensor: torch.Tensor) -> list[torch.Tensor]:
     return [t.cpu() for t in gathered]
 
 
+def from_rank0(data: bytes | None) -> bytes:
+    """Rank 0's ``data`` on every rank (other ranks pass None): what rank 0 wrote to a file,
+    delivered without assuming the ranks share a file system."""
+    box = [data if dist.get_rank() == 0 else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def gather_all(tensors: Mapping[str, torch.Tensor]) -> dict[str, list[torch.Tensor]]:
     """Each named tensor as every rank holds it, in rank order."""
     return {name: gather_from_ranks(tensor) for name, tensor in tensors.items()}

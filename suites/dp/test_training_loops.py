@@ -19,9 +19,6 @@ with dropout off (``harness.training.comparable``).
   ``torch.use_deterministic_algorithms``, which needs ``CUBLAS_WORKSPACE_CONFIG``).
 """
 
-import os
-from contextlib import contextmanager
-
 import pytest
 import torch
 
@@ -31,7 +28,10 @@ from harness.loops import (
     accumulate,
     bitwise_problem,
     checkpoint,
+    determinism_unavailable,
+    deterministic_algorithms,
     grad_scaler,
+    in_precision_of,
     named_gradients,
     named_parameters,
     non_finite,
@@ -218,9 +218,8 @@ def test_without_a_scaler_one_replicas_inf_reaches_the_parameters(
 
 def _accumulation(model: str, dtype, devices: DeviceSet, data_parallel, *, divide: bool):
     """(accumulated gradients under data parallelism, one-batch gradients on one device, the
-    parameters after one optimizer step each, in the same order), all in the dtype of the
-    model's loss where that is less precise than ``dtype``: a loss computed in float32 (as
-    many are, for stability) rounds the gradients there."""
+    parameters after one optimizer step each, in the same order), in the precision of the
+    model's loss (``in_precision_of``)."""
     spec = model_spec(model)
     if traits(spec).batch_dependent:
         pytest.skip(
@@ -247,12 +246,7 @@ def _accumulation(model: str, dtype, devices: DeviceSet, data_parallel, *, divid
     want = named_gradients(single)
     for optimizer in single_optimizers:
         optimizer.step()
-    results = got, want, named_parameters(inner), named_parameters(single)
-    if value.dtype.itemsize < dtype.itemsize:
-        return tuple(
-            {k: None if v is None else v.to(value.dtype) for k, v in r.items()} for r in results
-        )
-    return results
+    return in_precision_of(value, got, want, named_parameters(inner), named_parameters(single))
 
 
 def test_accumulated_micro_batches_give_one_step_on_a_batch_n_times_larger(
@@ -286,26 +280,6 @@ def test_accumulating_without_dividing_the_loss_gives_n_times_the_gradients(
 # ------------------------------------------------------------ determinism
 
 
-@contextmanager
-def _deterministic(devices: DeviceSet):
-    """CPU kernels are deterministic; on CUDA, torch's deterministic algorithms are asked for,
-    which cuBLAS honours only with a fixed workspace."""
-    if devices.kind != "cuda":
-        yield
-        return
-    if not os.environ.get("CUBLAS_WORKSPACE_CONFIG"):
-        pytest.skip(
-            "bitwise determinism on CUDA needs CUBLAS_WORKSPACE_CONFIG=:4096:8 in the "
-            "environment before the run (cuBLAS picks its workspaces otherwise)"
-        )
-    previous = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(previous)
-
-
 def test_the_same_seed_trains_to_bitwise_the_same_parameters_twice(
     model: str, train_dtype: torch.dtype, devices: DeviceSet, data_parallel
 ) -> None:
@@ -313,7 +287,9 @@ def test_the_same_seed_trains_to_bitwise_the_same_parameters_twice(
     batches = _batches(spec, train_dtype, devices, STEPS)
     _gatherable(spec, comparable(spec, train_dtype, devices.primary), batches[0])
     runs = []
-    with _deterministic(devices):
+    if reason := determinism_unavailable(devices.kind):
+        pytest.skip(reason)
+    with deterministic_algorithms(devices.kind):
         for _ in range(2):
             inner = comparable(spec, train_dtype, devices.primary, seed=0)
             optimizers = ADAM.build(inner)
