@@ -57,6 +57,7 @@ MERGE_SOURCE = "merge.source"
 
 # ---- test properties ----------------------------------------------------------------------
 
+MODEL = "model"  # the --model a test ran, by the spec's name
 GPU = "gpu"  # the label of the GPU a per-GPU test ran on
 GPU_SOURCE = "gpu.source"  # and of a pair's two ends
 GPU_DESTINATION = "gpu.destination"
@@ -174,7 +175,20 @@ TABLE: tuple[Entry, ...] = (
     ),
     Entry(MERGE_PREFIX, "suite", "in a merged file: the prefix its classnames carry"),
     Entry(MERGE_SOURCE, "suite", "in a merged file: the file a suite first came from"),
+    Entry(
+        "verdict.<model>.<suite>: <claim>",
+        "suite",
+        "with --model: the claim's verdict for the model: passed, failed: <first line of the "
+        "failure>, not applicable: <why>, or skipped: <why>",
+    ),
+    Entry(
+        "verdict.<model>.largest_batch",
+        "suite",
+        "with --model: the largest per-GPU batch found and what limited it, or not measured: <why>",
+    ),
+    Entry("verdict.<model>.note", "suite", "with --model: how the model's claims were judged"),
     Entry(DEVICES, "test", "the --devices the test ran on"),
+    Entry(MODEL, "test", "with --model: the model the test ran, by its spec's name"),
     Entry(DP_IMPL, "test", "the --dp-impl it ran"),
     Entry(DDP_IMPL, "test", "the --ddp-impl, on tests that run it"),
     Entry(WORLD_SIZE, "test", "the world size of a distributed test"),

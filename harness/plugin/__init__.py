@@ -10,7 +10,7 @@ Each part registers its own options and keeps its state in ``config.stash``:
 - ``figures``: recording and judging measured figures;
 - ``fixtures``: the devices and DataParallel implementation under test;
 - ``rank_tests`` and ``on_rank``: tests on the rank pool or torchrun ranks;
-- ``models``: ``--model``, the user's models in place of the zoo;
+- ``models``: ``--model``, the user's models in place of the zoo; ``verdict``: their verdict;
 - ``memory``: the memory suites' options;
 - ``header``: the report header; ``junit``: the one place touching pytest's junitxml;
 - ``hooks``: the hooks this plugin declares.
@@ -26,6 +26,7 @@ pytest_plugins = [
     "harness.plugin.junit",
     "harness.plugin.rank_tests",
     "harness.plugin.models",
+    "harness.plugin.verdict",
     "harness.plugin.memory",
     "harness.plugin.node_report",
 ]

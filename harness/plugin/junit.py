@@ -42,6 +42,14 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             xml.add_global_property(name, value)
 
 
+def add_suite_properties(config: pytest.Config, found: list[properties.Property]) -> None:
+    """Suite properties known only at the end of the run (a verdict); call before junitxml's
+    own ``pytest_sessionfinish`` writes the file."""
+    if writes_junit(config):
+        for name, value in found:
+            config.stash[xml_key].add_global_property(name, value)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_harness_suite_properties(config: pytest.Config) -> list[properties.Property]:
     """Host, what is under test, stack versions, the environment that changes measurements."""
