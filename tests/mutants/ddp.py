@@ -178,3 +178,61 @@ class _JoinDividesByActiveRanks(DistributedDataParallel):
 def join_divides_by_active_ranks(module: nn.Module, device_ids=None, **kwargs: Any) -> nn.Module:
     """Under ``join``, divides by the ranks still training, ignoring the initial world size."""
     return _JoinDividesByActiveRanks(module, device_ids, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------
+# Faults that show in training loops (suites/ddp/test_training_loops.py)
+
+
+class _NonFiniteZeroingReducer(Reducer):
+    def _launch(self, bucket) -> None:
+        with torch.no_grad():
+            for index in bucket.params:
+                grad = self.params[index].grad
+                if grad is not None and not grad.is_sparse:
+                    torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0, out=grad)
+        super()._launch(bucket)
+
+
+def inf_sanitised_before_all_reduce(module: nn.Module, device_ids=None, **kwargs: Any) -> nn.Module:
+    """Zeroes each rank's non-finite gradient entries before the all-reduce.
+
+    "One rank's overflow must not poison the others": the averaged gradient is finite, so
+    every rank's ``GradScaler`` steps on it and keeps its scale, where it must skip the step
+    and back off.
+    """
+    return _with_reducer(_NonFiniteZeroingReducer)(module, device_ids, **kwargs)
+
+
+class _NoSyncNeverResyncs(DistributedDataParallel):
+    @contextmanager
+    def no_sync(self) -> Iterator[None]:
+        self.require_backward_grad_sync = False
+        yield
+
+
+def no_sync_never_resyncs(module: nn.Module, device_ids=None, **kwargs: Any) -> nn.Module:
+    """``no_sync()`` turns synchronisation off and never turns it back on.
+
+    The micro-batches inside it accumulate locally, as they should, but so does every
+    backward after it: the ranks' gradients are never averaged again.
+    """
+    return _NoSyncNeverResyncs(module, device_ids, **kwargs)
+
+
+class _StateDictWithoutPrefix(DistributedDataParallel):
+    def state_dict(self, *args: Any, **kwargs: Any) -> Any:
+        return self.module.state_dict(*args, **kwargs)
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        return self.module.load_state_dict(state_dict, strict=strict, assign=assign)
+
+
+def state_dict_without_prefix(module: nn.Module, device_ids=None, **kwargs: Any) -> nn.Module:
+    """``state_dict()`` and ``load_state_dict()`` are the inner module's, without ``module.``.
+
+    Scripts written for torch's DDP save ``model.module.state_dict()`` or strip the prefix
+    they expect; this wrapper's checkpoints no longer tell a wrapped model's from a plain
+    one's.
+    """
+    return _StateDictWithoutPrefix(module, device_ids, **kwargs)

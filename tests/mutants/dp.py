@@ -16,6 +16,7 @@ Helpers are private (leading underscore) so they are not taken for mutants.
 
 import copy
 import logging
+import random
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
@@ -621,3 +622,166 @@ def output_device_ignored(module, device_ids, output_device=None, dim=0):
     GPU (to gather a large output off the busiest card) gets them on the first device.
     """
     return _OutputDeviceIgnored(module, device_ids, output_device, dim)
+
+
+# ---------------------------------------------------------------------------------------
+# Faults that show with real models and training loops (suites/dp/test_models.py and
+# test_training_loops.py)
+
+
+class _UntiedReplicas(DataParallel):
+    def replicate(self, module: nn.Module, device_ids: Sequence[torch.device]) -> list:
+        replicas = super().replicate(module, device_ids)
+        for replica in replicas[1:]:
+            seen: set[int] = set()
+            for original, copy_ in _module_pairs(module, replica):
+                for key, param in original._parameters.items():
+                    if param is None:
+                        continue
+                    if id(param) in seen:
+                        setattr(copy_, key, getattr(copy_, key).detach().clone())
+                    seen.add(id(param))
+        return replicas
+
+
+def untied_replicas(module, device_ids, output_device=None, dim=0):
+    """In replicas after the first, a parameter shared by two modules becomes two tensors.
+
+    Each module's parameters copied on their own ("one broadcast per module"), so a tied
+    embedding and output head are tied in the first replica only; in the others the second
+    use is a detached copy, and its share of the gradient is lost.
+    """
+    return _UntiedReplicas(module, device_ids, output_device, dim)
+
+
+class _IntegerInputsCast(DataParallel):
+    def scatter(self, inputs: tuple, kwargs: dict, device_ids: Sequence[torch.device]) -> Any:
+        floating = [p.dtype for p in self.module.parameters() if p.dtype.is_floating_point]
+        if floating:
+            inputs, kwargs = _map_tensors(lambda t: t.to(floating[0]), (inputs, kwargs))
+        return super().scatter(inputs, kwargs, device_ids)
+
+
+def integer_inputs_cast(module, device_ids, output_device=None, dim=0):
+    """Every input is moved with ``.to(device, dtype)``, the module's parameter dtype.
+
+    Right for float inputs (an AMP-minded "match the model's precision"), wrong for token
+    ids: an embedding receives floats and refuses them, and a model that only compares ids
+    (padding masks) silently computes with floats.
+    """
+    return _IntegerInputsCast(module, device_ids, output_device, dim)
+
+
+class _ZeroNonFinite(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.view_as(tensor)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        return torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+class _GradientsSanitised(DataParallel):
+    def replicate(self, module: nn.Module, device_ids: Sequence[torch.device]) -> list:
+        replicas = super().replicate(module, device_ids)
+        if not torch.is_grad_enabled():
+            return replicas
+        for replica in replicas[1:]:
+            for original, copy_ in _module_pairs(module, replica):
+                for key, param in original._parameters.items():
+                    if param is not None:
+                        setattr(copy_, key, _ZeroNonFinite.apply(getattr(copy_, key)))
+        return replicas
+
+
+def gradients_sanitised(module, device_ids, output_device=None, dim=0):
+    """Non-finite gradients of replicas after the first are zeroed before they are summed.
+
+    "One replica's overflow must not poison the others": the inf a float16 overflow puts in
+    a gradient never reaches the summed gradient, so ``GradScaler`` sees no overflow, keeps
+    its scale, and steps on a gradient missing that replica's share.
+    """
+    return _GradientsSanitised(module, device_ids, output_device, dim)
+
+
+class _AccumulationOverwrites(DataParallel):
+    def forward(self, *inputs: Any, **kwargs: Any) -> Any:
+        if torch.is_grad_enabled():
+            for param in self.module.parameters():
+                param.grad = None
+        return super().forward(*inputs, **kwargs)
+
+
+def accumulation_overwrites(module, device_ids, output_device=None, dim=0):
+    """Every training forward clears the parameters' gradients first.
+
+    "Replicas start from zero gradients", done on the module: one step per batch is
+    right, but accumulating micro-batches keeps only the last one's gradient.
+    """
+    return _AccumulationOverwrites(module, device_ids, output_device, dim)
+
+
+class _StateDictWithoutPrefix(DataParallel):
+    def state_dict(self, *args: Any, **kwargs: Any) -> Any:
+        return self.module.state_dict(*args, **kwargs)
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        return self.module.load_state_dict(state_dict, strict=strict, assign=assign)
+
+
+def state_dict_without_prefix(module, device_ids, output_device=None, dim=0):
+    """``state_dict()`` and ``load_state_dict()`` are the inner module's, without ``module.``.
+
+    "Checkpoints should load anywhere": but every script written for torch's wrappers
+    strips the prefix it expects, or saves ``model.module.state_dict()``, and a checkpoint
+    of this wrapper no longer tells a wrapped model's from a plain one's.
+    """
+    return _StateDictWithoutPrefix(module, device_ids, output_device, dim)
+
+
+class _ArrivalOrderBroadcast(torch.autograd.Function):
+    """Broadcast whose backward sums the replicas' gradients in an order that varies."""
+
+    @staticmethod
+    def forward(ctx: Any, tensor: torch.Tensor, *devices: torch.device) -> tuple:
+        ctx.source = tensor.device
+        return tuple(tensor.detach().clone().to(device) for device in devices)
+
+    @staticmethod
+    def backward(ctx: Any, *grads: torch.Tensor | None) -> tuple:
+        present = [grad.to(ctx.source) for grad in grads if grad is not None]
+        _ARRIVALS.shuffle(present)  # thread timing, made repeatable in kind, not in order
+        total = None
+        for grad in present:
+            total = grad if total is None else total + grad
+        return (total, *(None for _ in grads))
+
+
+_ARRIVALS = random.Random()  # seeded from the OS: not reset by torch.manual_seed
+
+
+class _NondeterministicReduction(DataParallel):
+    def replicate(self, module: nn.Module, device_ids: Sequence[torch.device]) -> list:
+        replicas = super().replicate(module, device_ids)
+        if not torch.is_grad_enabled():
+            return replicas
+        params = list(module.parameters())
+        copies = {id(p): _ArrivalOrderBroadcast.apply(p, *device_ids) for p in params}
+        for j, replica in enumerate(replicas):
+            for original, copy_ in _module_pairs(module, replica):
+                for key, param in original._parameters.items():
+                    if param is not None:
+                        setattr(copy_, key, copies[id(param)][j])
+        return replicas
+
+
+def nondeterministic_reduction(module, device_ids, output_device=None, dim=0):
+    """Replica gradients are summed in the order the replicas' backward finished.
+
+    Autograd left to itself (one accumulation per replica into the parameter's gradient)
+    adds them in the order the engine's threads deliver them. Floating-point addition is
+    not associative, so the same seed gives parameters that differ in the last bits from
+    one run to the next. Here that order is drawn at random on every backward.
+    """
+    return _NondeterministicReduction(module, device_ids, output_device, dim)

@@ -31,6 +31,7 @@ SYNC = "suites/ddp/test_sync.py"
 NO_SYNC = "suites/ddp/test_no_sync.py"
 UNUSED = "suites/ddp/test_unused_parameters.py"
 JOIN = "suites/ddp/test_join.py"
+LOOPS = "suites/ddp/test_training_loops.py"
 
 GRADIENTS = f"{SYNC}::test_averaged_gradients_equal_single_process_full_batch_gradients"
 IDENTICAL = f"{SYNC}::test_parameters_stay_identical_across_ranks_during_training"
@@ -62,6 +63,16 @@ MUTANTS: dict[str, list[str]] = {
     ],
     "join_divides_by_active_ranks": [
         f"{JOIN}::test_joined_ranks_contribute_zero_gradients_over_the_initial_world_size"
+    ],
+    # training loops
+    "inf_sanitised_before_all_reduce": [
+        f"{LOOPS}::test_inf_gradient_on_one_rank_makes_every_rank_skip_the_step[mlp]"
+    ],
+    "no_sync_never_resyncs": [
+        f"{LOOPS}::test_accumulation_with_no_sync_gives_one_step_on_a_batch_n_times_larger[mlp]"
+    ],
+    "state_dict_without_prefix": [
+        f"{LOOPS}::test_ddp_state_dict_keys_carry_the_module_prefix[mlp]"
     ],
 }
 

@@ -29,6 +29,8 @@ GATHER = "suites/dp/test_gather.py"
 ODD = "suites/dp/test_odd_batches.py"
 SYNC = "suites/dp/test_sync.py"
 RNN = "suites/dp/test_rnn.py"
+MODELS = "suites/dp/test_models.py"
+LOOPS = "suites/dp/test_training_loops.py"
 
 # mutant name -> suite node ids; at least one of them must fail against the mutant.
 MUTANTS: dict[str, list[str]] = {
@@ -118,23 +120,68 @@ MUTANTS: dict[str, list[str]] = {
     "output_device_ignored": [
         f"{GATHER}::test_output_lands_on_the_requested_output_device",
     ],
+    # what real models and training loops show
+    "untied_replicas": [
+        f"{MODELS}::test_tied_weights_stay_tied_in_every_replica[tiny_decoder]",
+        f"{SYNC}::test_outputs_and_gradients_equal_single_device[float64-tiny_decoder]",
+    ],
+    "integer_inputs_cast": [
+        f"{MODELS}::test_integer_inputs_reach_every_replica_as_integers[sparse_embedding]",
+        f"{MODELS}::test_integer_inputs_reach_every_replica_as_integers[transformer]",
+    ],
+    "gradients_sanitised": [
+        f"{LOOPS}::test_grad_scaler_skips_the_same_steps_at_the_same_scale_as_one_device[mlp]",
+        f"{LOOPS}::test_without_a_scaler_one_replicas_inf_reaches_the_parameters[mlp]",
+    ],
+    "accumulation_overwrites": [
+        f"{LOOPS}::test_accumulated_micro_batches_give_one_step_on_a_batch_n_times_larger[float64-mlp]",
+        f"{LOOPS}::test_accumulating_without_dividing_the_loss_gives_n_times_the_gradients[float64-mlp]",
+    ],
+    "state_dict_without_prefix": [
+        f"{LOOPS}::test_wrapped_state_dict_keys_carry_the_module_prefix[mlp]",
+        f"{LOOPS}::test_wrapped_state_dict_does_not_load_into_a_plain_model[mlp]",
+    ],
+    "nondeterministic_reduction": [
+        f"{LOOPS}::test_the_same_seed_trains_to_bitwise_the_same_parameters_twice[float64-mlp]",
+        f"{LOOPS}::test_the_same_seed_trains_to_bitwise_the_same_parameters_twice[float32-mlp]",
+    ],
 }
+
+# Mutants whose fault only a user's model shows (no zoo model ties weights): their runs
+# add ``--model`` with this spec, and their node ids name that model.
+WITH_MODEL = {"untied_replicas": "examples.tiny_decoder:spec"}
+
+
+def _model_args(spec: str | None) -> list[str]:
+    return ["--model", spec] if spec else []
+
+
+def _runs() -> dict[str | None, list[str]]:
+    """The node ids of the table by the ``--model`` spec they need (None: the zoo)."""
+    runs: dict[str | None, dict[str, list[str]]] = {}
+    for mutant, node_ids in MUTANTS.items():
+        runs.setdefault(WITH_MODEL.get(mutant), {})[mutant] = node_ids
+    return {spec: all_node_ids(table) for spec, table in runs.items()}
 
 
 def test_every_mutant_is_in_the_table():
     assert_table_complete(MUTANTS, mutants_module)
 
 
-def test_named_tests_exist(runner, tmp_path):
-    assert_collects(runner, ["--devices", DEVICES], all_node_ids(MUTANTS), tmp_path)
+@pytest.mark.parametrize("spec", sorted(_runs(), key=str), ids=lambda spec: spec or "zoo")
+def test_named_tests_exist(spec, runner, tmp_path):
+    args = ["--devices", DEVICES, *_model_args(spec)]
+    assert_collects(runner, args, _runs()[spec], tmp_path)
 
 
-def test_reference_passes_the_named_tests(runner, tmp_path):
-    args = ["--dp-impl", "reference", "--devices", DEVICES]
-    assert_passes(runner, args, all_node_ids(MUTANTS), tmp_path)
+@pytest.mark.parametrize("spec", sorted(_runs(), key=str), ids=lambda spec: spec or "zoo")
+def test_reference_passes_the_named_tests(spec, runner, tmp_path):
+    args = ["--dp-impl", "reference", "--devices", DEVICES, *_model_args(spec)]
+    assert_passes(runner, args, _runs()[spec], tmp_path)
 
 
 @pytest.mark.parametrize("mutant", sorted(MUTANTS))
 def test_mutant_is_caught(mutant, runner, tmp_path):
     args = ["--dp-impl", f"{mutants_module.__name__}:{mutant}", "--devices", DEVICES]
+    args += _model_args(WITH_MODEL.get(mutant))
     assert_caught(runner, mutant, args, MUTANTS[mutant], tmp_path)
