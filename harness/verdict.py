@@ -8,6 +8,7 @@ applied. Plain data in, plain data out: the pytest plugin (``harness.plugin.verd
 it test reports and writes its lines and properties.
 """
 
+import re
 from dataclasses import dataclass, field
 
 NOT_APPLICABLE = "not applicable: "
@@ -63,13 +64,23 @@ def claim_name(nodeid: str) -> str:
     return f"{suite}: {words}"
 
 
+_RANKS_PREFIX = re.compile(r"^ranks? \d+(, \d+)*: ")
+
+
+def _one_group(reason: str) -> bool:
+    """Whether every rank gave the same reason (the rank pool joins different ones with ';')."""
+    return bool(_RANKS_PREFIX.match(reason)) and not re.search(r"; ranks? \d", reason)
+
+
 def outcome_of(outcome: str, message: str) -> tuple[str, str]:
     """A test report's outcome and message as a claim's (outcome, reason)."""
     first = message.strip().splitlines()[0] if message.strip() else ""
     if outcome == "skipped":
         first = first.removeprefix("Skipped: ")
-        if first.startswith(NOT_APPLICABLE):
-            return "not applicable", first.removeprefix(NOT_APPLICABLE)
+        # A distributed test's reason is prefixed by the ranks that gave it: ranks 0, 1: ...
+        bare = _RANKS_PREFIX.sub("", first, count=1) if _one_group(first) else first
+        if bare.startswith(NOT_APPLICABLE):
+            return "not applicable", bare.removeprefix(NOT_APPLICABLE)
         return "skipped", first
     if outcome == "failed":
         for prefix in ("Failed: ", "AssertionError: "):

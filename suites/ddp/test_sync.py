@@ -113,8 +113,10 @@ def test_averaged_gradients_equal_single_process_full_batch_gradients(dist_env, 
 @pytest.mark.distributed(world_size=2)
 @pytest.mark.zoo("mlp", "transformer")
 def test_parameters_stay_identical_across_ranks_during_training(dist_env, model):
-    """float32, where a different summation order would show; bitwise on the CPU."""
-    spec = _spec(model)
+    """float32, where a different summation order would show; bitwise on the CPU. Holds for
+    batch-dependent models too: the averaged gradient and rank 0's buffers are the same on
+    every rank, whatever each rank's shard."""
+    spec = model_spec(model)
     world, rank, device = dist_env.world_size, dist_env.rank, dist_env.device
     local = comparable(spec, torch.float32, device)
     ddp = dist_env.ddp(local)

@@ -16,6 +16,15 @@ def test_outcomes_drop_pytest_prefixes_and_keep_the_first_line():
         "cannot gather",
     )
     assert outcome_of("skipped", "Skipped: not applicable: no RNN") == ("not applicable", "no RNN")
+
+
+def test_a_reason_every_rank_gave_loses_the_ranks_prefix():
+    reason = "ranks 0, 1: not applicable: BatchNorm"
+    assert outcome_of("skipped", reason) == ("not applicable", "BatchNorm")
+    assert outcome_of("skipped", "rank 0: not applicable: x") == ("not applicable", "x")
+    mixed = "rank 0: not applicable: x; rank 1: needs a GPU"
+    assert outcome_of("skipped", mixed) == ("skipped", mixed)
+    assert outcome_of("skipped", "ranks 0, 1: needs NCCL") == ("skipped", "ranks 0, 1: needs NCCL")
     assert outcome_of("skipped", "needs a CUDA GPU") == ("skipped", "needs a CUDA GPU")
     assert outcome_of("passed", "") == ("passed", "")
 
